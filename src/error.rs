@@ -1,0 +1,345 @@
+//! One error type per operation: starting a worker, running a request, shutting down.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::build::{BuildInfo, Compat};
+
+/// How a process ended: an exit code or, on Unix, a signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExitInfo {
+    /// The exit code, when the process exited by itself.
+    pub code: Option<i32>,
+    /// The signal that ended the process (Unix).
+    pub signal: Option<i32>,
+}
+
+impl ExitInfo {
+    pub(crate) fn from_status(status: &std::process::ExitStatus) -> Self {
+        ExitInfo {
+            code: status.code(),
+            signal: crate::os::exit_signal(status),
+        }
+    }
+
+    /// The signal's name, such as `SIGSEGV`, when a known signal ended the process.
+    pub fn signal_name(&self) -> Option<&'static str> {
+        self.signal.and_then(crate::os::signal_name)
+    }
+
+    /// Whether the process exited by itself with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "exit code {code}"),
+            (None, Some(sig)) => match self.signal_name() {
+                Some(name) => write!(f, "signal {sig} ({name})"),
+                None => write!(f, "signal {sig}"),
+            },
+            (None, None) => f.write_str("an unknown status"),
+        }
+    }
+}
+
+/// What is known about a worker process that died: how it ended, its panic message, the end of
+/// its stderr.
+///
+/// Every request in flight when the worker died fails with [`RunError::Crashed`] holding this, and
+/// so does every later [`Worker::run`](crate::Worker::run).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerCrashError {
+    /// The worker's name.
+    pub worker: String,
+    /// The worker's process id.
+    pub pid: u32,
+    /// How the process ended, when it could be reaped.
+    pub exit: Option<ExitInfo>,
+    /// The panic message, when the worker panicked.
+    pub panic_message: Option<String>,
+    /// Where the worker panicked (`file:line:column`), when it did.
+    pub panic_location: Option<String>,
+    /// The last lines the worker wrote to stderr (at most 16 KiB).
+    pub stderr_tail: String,
+    /// Set when the app ended the worker because it broke the protocol (sent a message that does
+    /// not decode, or closed its channel while alive).
+    pub protocol_error: Option<String>,
+}
+
+impl WorkerCrashError {
+    /// The exit code, when the worker exited by itself.
+    pub fn code(&self) -> Option<i32> {
+        self.exit.and_then(|e| e.code)
+    }
+
+    /// The signal that killed the worker (Unix).
+    pub fn signal(&self) -> Option<i32> {
+        self.exit.and_then(|e| e.signal)
+    }
+
+    /// The name of the signal that killed the worker, such as `SIGSEGV`.
+    pub fn signal_name(&self) -> Option<&'static str> {
+        self.exit.and_then(|e| e.signal_name())
+    }
+}
+
+impl fmt::Display for WorkerCrashError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "worker `{}` (pid {}) ", self.worker, self.pid)?;
+        if let Some(err) = &self.protocol_error {
+            write!(f, "broke the protocol and was killed: {err}")?;
+        } else if let Some(msg) = &self.panic_message {
+            write!(f, "panicked: {msg}")?;
+            if let Some(loc) = &self.panic_location {
+                write!(f, " (at {loc})")?;
+            }
+        } else {
+            match &self.exit {
+                Some(exit) if exit.signal.is_some() => write!(f, "was killed by {exit}")?,
+                Some(exit) => write!(f, "exited with {exit}")?,
+                None => f.write_str("died")?,
+            }
+            if let Some(line) = self.stderr_tail.lines().rev().find(|l| !l.trim().is_empty()) {
+                write!(f, "; its stderr ends with: {}", line.trim())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for WorkerCrashError {}
+
+/// Which identity check of the handshake failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MismatchKind {
+    /// The two sides speak different bincrew protocols or wire formats.
+    Protocol,
+    /// [`Compat::SameBuild`] failed.
+    Build,
+    /// [`Compat::SameVersion`] failed.
+    Version,
+    /// [`Compat::Semver`] failed.
+    Requirement,
+}
+
+/// The worker binary is not compatible with the app: both identities, the policy and the fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VersionMismatch {
+    /// The worker's name.
+    pub worker: String,
+    /// The policy that was checked.
+    pub compat: Compat,
+    /// What did not match.
+    pub kind: MismatchKind,
+    /// The app's identity.
+    pub app: BuildInfo,
+    /// The worker binary's identity.
+    pub peer: BuildInfo,
+    /// What to rebuild or redeploy.
+    pub fix: String,
+}
+
+impl fmt::Display for VersionMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "worker `{}` is binary {} but app {} requires {}: {}",
+            self.worker, self.peer, self.app, self.compat, self.fix
+        )
+    }
+}
+
+/// Why [`Worker::start`](crate::Worker::start) failed. No worker process is left running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// This executable did not call [`init!`](crate::init), so it has no identity to compare.
+    #[error("bincrew::init!() was not called at the top of this executable's main")]
+    NotInitialized,
+    /// An environment variable that configures bincrew holds a value it cannot use.
+    #[error("environment variable {var}={value:?} is not valid: {expected}")]
+    InvalidEnv {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What it should look like.
+        expected: &'static str,
+    },
+    /// The IPC server for the handshake could not be created.
+    #[error("cannot create the handshake channel for worker `{worker}`")]
+    Ipc {
+        /// The worker's name.
+        worker: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The worker executable could not be started.
+    #[error("cannot start worker `{worker}` from {}", exe.display())]
+    Spawn {
+        /// The worker's name.
+        worker: String,
+        /// The executable.
+        exe: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The worker process exited before completing the handshake.
+    #[error("worker `{worker}` ({}) exited before the handshake with {exit}{}", exe.display(), stderr_suffix(stderr))]
+    ExitedBeforeHandshake {
+        /// The worker's name.
+        worker: String,
+        /// The executable.
+        exe: PathBuf,
+        /// How it ended.
+        exit: ExitInfo,
+        /// The end of its stderr.
+        stderr: String,
+    },
+    /// The executable is not a bincrew worker: it does not contain bincrew's worker entry point
+    /// and it exited or did not connect.
+    #[error("{} is not a bincrew worker (it has no bincrew worker entry point; it {outcome}){}", exe.display(), stderr_suffix(stderr))]
+    NotAWorker {
+        /// The worker's name.
+        worker: String,
+        /// The executable.
+        exe: PathBuf,
+        /// What it did instead of connecting.
+        outcome: String,
+        /// The end of its stderr.
+        stderr: String,
+    },
+    /// The worker did not complete the handshake within the connect timeout and was killed.
+    #[error("worker `{worker}` ({}) did not complete the handshake within {timeout:?} and was killed (raise it with .connect_timeout() or BINCREW_CONNECT_TIMEOUT){}", exe.display(), stderr_suffix(stderr))]
+    Timeout {
+        /// The worker's name.
+        worker: String,
+        /// The executable.
+        exe: PathBuf,
+        /// The connect timeout.
+        timeout: Duration,
+        /// The end of its stderr.
+        stderr: String,
+    },
+    /// The executable is a bincrew binary, but it serves no worker by that name.
+    #[error("{} does not serve worker `{worker}`; it serves {}", exe.display(), list_or_none(available))]
+    UnknownWorker {
+        /// The requested worker name.
+        worker: String,
+        /// The executable.
+        exe: PathBuf,
+        /// The worker names it serves.
+        available: Vec<String>,
+    },
+    /// The worker binary is not compatible with the app under the chosen [`Compat`] policy.
+    #[error("{0}")]
+    VersionMismatch(Box<VersionMismatch>),
+    /// The worker serves other request or response types than the app expects.
+    #[error("worker `{worker}` ({}) takes `{worker_request}` and answers `{worker_response}`, but the app sends `{app_request}` and expects `{app_response}`: start it as Worker<{worker_request}, {worker_response}> or rebuild the worker", exe.display())]
+    TypeMismatch {
+        /// The worker's name.
+        worker: String,
+        /// The executable.
+        exe: PathBuf,
+        /// The app's request type.
+        app_request: String,
+        /// The app's response type.
+        app_response: String,
+        /// The worker's request type.
+        worker_request: String,
+        /// The worker's response type.
+        worker_response: String,
+    },
+    /// The process that connected broke the handshake: a wrong token, a message that is not a
+    /// bincrew hello, or a worker that did not call [`init!`](crate::init).
+    #[error("worker `{worker}` ({}) was rejected in the handshake: {reason}", exe.display())]
+    Handshake {
+        /// The worker's name.
+        worker: String,
+        /// The executable.
+        exe: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    let tail: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .take(3)
+        .collect();
+    if tail.is_empty() {
+        String::new()
+    } else {
+        let lines: Vec<&str> = tail.into_iter().rev().map(str::trim).collect();
+        format!("; its stderr ends with: {}", lines.join(" | "))
+    }
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "no workers".to_owned()
+    } else {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Why a request failed.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The worker process died; this says how.
+    #[error(transparent)]
+    Crashed(WorkerCrashError),
+    /// The worker is shutting down or has shut down and takes no new requests.
+    #[error("worker `{worker}` is shut down and takes no new requests")]
+    ShutDown {
+        /// The worker's name.
+        worker: String,
+    },
+    /// The request could not be encoded; it was not sent.
+    #[error("cannot encode the request for worker `{worker}`: {reason}")]
+    Encode {
+        /// The worker's name.
+        worker: String,
+        /// The encoder's message.
+        reason: String,
+    },
+}
+
+/// Why [`Worker::shutdown`](crate::Worker::shutdown) did not end in a clean exit.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShutdownError {
+    /// The worker died while draining its requests.
+    #[error(transparent)]
+    Crashed(WorkerCrashError),
+    /// The worker did not exit within the grace period and was killed.
+    #[error("worker `{worker}` did not exit within {grace:?} of the shutdown request and was killed")]
+    Killed {
+        /// The worker's name.
+        worker: String,
+        /// The grace period.
+        grace: Duration,
+    },
+}

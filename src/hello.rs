@@ -1,0 +1,264 @@
+//! The worker's first message: a format of bincrew's own that no dependency upgrade can change.
+//!
+//! It is the first thing a worker sends on the one-shot connection, so the app can read it, and
+//! report a clear mismatch, even when the two sides were built against different versions of
+//! bincrew or `ipc-channel` (whose serialization changed from bincode to postcard in 0.23).
+//!
+//! Layout: the bytes of [`MAGIC`], then UTF-8 lines `key=value\n`, with `\` and newlines in values
+//! escaped as `\\` and `\n`. Unknown keys are ignored, so fields can be added without a new magic.
+
+use std::fmt;
+
+use semver::Version;
+use serde::de::{SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::build::BuildInfo;
+
+/// The first bytes of every hello, and the marker that identifies an executable as a bincrew
+/// worker (see `process::looks_like_worker`).
+pub(crate) const MAGIC: &[u8] = b"bincrew-worker-hello/1\n";
+
+/// Bytes that travel through `ipc-channel` exactly as they are.
+///
+/// They are serialized as a tuple of `u8`: postcard and bincode alike write a tuple without a
+/// length and a `u8` as one byte, so the message is these bytes and nothing else, whatever the
+/// encoder. Decoding reads bytes until the input ends.
+#[derive(Debug, Default)]
+pub(crate) struct RawBytes(pub(crate) Vec<u8>);
+
+impl Serialize for RawBytes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut tuple = serializer.serialize_tuple(self.0.len())?;
+        for byte in &self.0 {
+            tuple.serialize_element(byte)?;
+        }
+        tuple.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for RawBytes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RawVisitor;
+        impl<'de> Visitor<'de> for RawVisitor {
+            type Value = RawBytes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("raw bytes")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawBytes, A::Error> {
+                let mut bytes = Vec::new();
+                // The end of the input shows up as an error from the decoder: it ends the bytes.
+                while let Ok(Some(byte)) = seq.next_element::<u8>() {
+                    bytes.push(byte);
+                }
+                Ok(RawBytes(bytes))
+            }
+        }
+        deserializer.deserialize_tuple(usize::MAX, RawVisitor)
+    }
+}
+
+/// Whether the worker process can serve the requested worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// It serves it; the `Ready` message follows.
+    Ready,
+    /// It serves no worker by that name; it exits after the hello.
+    UnknownWorker,
+    /// It never called `init!()`, so it has no identity; it exits after the hello.
+    NotInitialized,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Ready => "ready",
+            Status::UnknownWorker => "unknown-worker",
+            Status::NotInitialized => "not-initialized",
+        }
+    }
+}
+
+/// The decoded hello.
+#[derive(Clone, Debug)]
+pub(crate) struct Hello {
+    pub(crate) token: String,
+    pub(crate) status: Status,
+    /// The worker name the process was started as.
+    pub(crate) worker: String,
+    /// The worker names the process serves.
+    pub(crate) served: Vec<String>,
+    pub(crate) build: Option<BuildInfo>,
+    pub(crate) request_type: String,
+    pub(crate) response_type: String,
+}
+
+impl Hello {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        let mut put = |key: &str, value: &str| {
+            out.extend_from_slice(key.as_bytes());
+            out.push(b'=');
+            for ch in value.chars() {
+                match ch {
+                    '\\' => out.extend_from_slice(b"\\\\"),
+                    '\n' => out.extend_from_slice(b"\\n"),
+                    ch => out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes()),
+                }
+            }
+            out.push(b'\n');
+        };
+        put("token", &self.token);
+        put("status", self.status.as_str());
+        put("worker", &self.worker);
+        put("served", &self.served.join(","));
+        put("request-type", &self.request_type);
+        put("response-type", &self.response_type);
+        if let Some(b) = &self.build {
+            put("package", &b.package);
+            put("version", &b.version.to_string());
+            put("build-id", b.build_id.as_deref().unwrap_or(""));
+            put("target", &b.target);
+            put("bincrew", &b.bincrew_version);
+            put("protocol", &b.protocol.to_string());
+            put("wire", &b.wire);
+            put("exe-id", b.exe_id.as_deref().unwrap_or(""));
+        }
+        out
+    }
+
+    /// Decodes a hello; `Err` says what is wrong with it, for the error the user sees.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Hello, String> {
+        let Some(body) = bytes.strip_prefix(MAGIC) else {
+            let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(40)]).into_owned();
+            return Err(format!(
+                "its first message is not a bincrew hello (starts with {shown:?})"
+            ));
+        };
+        let body = std::str::from_utf8(body).map_err(|_| "its hello is not UTF-8".to_owned())?;
+        let mut fields = std::collections::HashMap::new();
+        for line in body.lines() {
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(format!("its hello has a malformed line {line:?}"));
+            };
+            fields.insert(key, unescape(value));
+        }
+        let get = |key: &str| {
+            fields
+                .get(key)
+                .cloned()
+                .ok_or_else(|| format!("its hello has no `{key}`"))
+        };
+        let status = match get("status")?.as_str() {
+            "ready" => Status::Ready,
+            "unknown-worker" => Status::UnknownWorker,
+            "not-initialized" => Status::NotInitialized,
+            other => return Err(format!("its hello has an unknown status {other:?}")),
+        };
+        let build = match fields.get("package") {
+            None => None,
+            Some(package) => {
+                let version = get("version")?;
+                let protocol = get("protocol")?;
+                Some(BuildInfo {
+                    package: package.clone(),
+                    version: Version::parse(&version)
+                        .map_err(|e| format!("its hello has an invalid version {version:?}: {e}"))?,
+                    build_id: get("build-id").ok().filter(|s| !s.is_empty()),
+                    target: get("target")?,
+                    bincrew_version: get("bincrew")?,
+                    protocol: protocol
+                        .parse()
+                        .map_err(|_| format!("its hello has an invalid protocol {protocol:?}"))?,
+                    wire: get("wire")?,
+                    exe_id: get("exe-id").ok().filter(|s| !s.is_empty()),
+                })
+            }
+        };
+        let served = get("served")?;
+        Ok(Hello {
+            token: get("token")?,
+            status,
+            worker: get("worker")?,
+            served: served
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            build,
+            request_type: get("request-type")?,
+            response_type: get("response-type")?,
+        })
+    }
+}
+
+fn unescape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(other) => out.push(other),
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Hello {
+        Hello {
+            token: "t0k\\en\nx".into(),
+            status: Status::Ready,
+            worker: "w".into(),
+            served: vec!["a".into(), "b".into()],
+            build: Some(BuildInfo {
+                package: "pkg".into(),
+                version: Version::new(1, 2, 3),
+                build_id: Some("abc".into()),
+                target: "x86_64-unknown-linux-gnu".into(),
+                bincrew_version: "0.1.0".into(),
+                protocol: 1,
+                wire: "ipc-channel-0.23".into(),
+                exe_id: None,
+            }),
+            request_type: "a::Req".into(),
+            response_type: "a::Rsp".into(),
+        }
+    }
+
+    #[test]
+    fn hello_round_trips() {
+        let hello = sample();
+        let back = Hello::decode(&hello.encode()).expect("decodes");
+        assert_eq!(back.token, hello.token);
+        assert_eq!(back.served, hello.served);
+        assert_eq!(back.build, hello.build);
+        assert_eq!(back.status, Status::Ready);
+    }
+
+    #[test]
+    fn raw_bytes_are_sent_verbatim() {
+        let bytes = postcard::to_stdvec(&RawBytes(b"abc\0\xff".to_vec())).expect("encodes");
+        assert_eq!(bytes, b"abc\0\xff");
+        let back: RawBytes = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(back.0, b"abc\0\xff");
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_a_reason() {
+        let err = Hello::decode(b"HTTP/1.1 200 OK").expect_err("garbage");
+        assert!(err.contains("not a bincrew hello"), "{err}");
+        let mut truncated = sample().encode();
+        truncated.truncate(MAGIC.len() + 10);
+        assert!(Hello::decode(&truncated).is_err());
+    }
+}

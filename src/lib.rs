@@ -1,0 +1,106 @@
+//! Run work that may crash, hang or abort in worker processes, so that it cannot take the app
+//! down.
+//!
+//! A *worker* is either the app's own executable started again in worker mode (self-spawn) or a
+//! dedicated worker binary shipped beside the app. Both serve typed [`serde`] requests over
+//! [`ipc-channel`](ipc_channel), many at once. Requests may carry IPC channels (progress reports)
+//! and [`IpcSharedMemory`] (large blobs). When a worker dies, every request in flight fails with a
+//! [`WorkerCrashError`] that says what happened (exit code or signal, panic message, the end of
+//! its stderr), and the app runs on.
+//!
+//! Before any request, app and worker exchange their build information in a handshake that does
+//! not depend on any serialization format, and the app checks it against a [`Compat`] policy.
+//! Every way the start can fail is a [`StartError`].
+//!
+//! # Example
+//!
+//! ```no_run
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Job { text: String }
+//!
+//! async fn count_words(args: bincrew::RequestArgs<Job>) -> usize {
+//!     args.request.text.split_whitespace().count()
+//! }
+//!
+//! fn main() {
+//!     // Records this binary's package name and version for the handshake.
+//!     bincrew::init!();
+//!     // In a worker process this serves requests and never returns.
+//!     bincrew::run_worker("words", count_words);
+//!
+//!     // The app's own main.
+//!     let worker = bincrew::Worker::<Job, usize>::start_blocking("words").expect("worker");
+//!     let n = worker.run_blocking(Job { text: "a b c".into() }).expect("crashed");
+//!     assert_eq!(n, 3);
+//! }
+//! ```
+//!
+//! # Threads
+//!
+//! On the app side each worker has one reader thread, which owns the receiving end of the
+//! worker's channel and completes the requests' futures, and one thread that drains the worker's
+//! stderr. Futures are woken from those threads, so they work on any executor. Starting and
+//! shutting down wait on [`blocking`]'s thread pool.
+#![deny(missing_docs)]
+
+mod app;
+mod build;
+mod error;
+mod hello;
+mod process;
+mod protocol;
+mod serve;
+
+#[cfg(unix)]
+#[path = "os/unix.rs"]
+mod os;
+#[cfg(not(unix))]
+#[path = "os/other.rs"]
+mod os;
+
+pub use app::{Reply, Worker, WorkerBuilder};
+pub use build::{build_info, BuildInfo, Compat};
+pub use error::{
+    ExitInfo, MismatchKind, RunError, ShutdownError, StartError, VersionMismatch,
+    WorkerCrashError,
+};
+pub use serve::{run_worker, run_worker_blocking, RequestArgs, Workers};
+
+pub use ipc_channel::ipc::{
+    bytes_channel, channel, IpcBytesReceiver, IpcBytesSender, IpcReceiver, IpcSender,
+    IpcSharedMemory,
+};
+
+/// A type that can be a request or a response: any `Serialize + DeserializeOwned + Send +
+/// 'static` type.
+///
+/// Keep wire types plain: the encoding (postcard) is not self-describing, so `#[serde(untagged)]`,
+/// internally tagged enums, `flatten` and `skip_serializing_if` do not round-trip.
+pub trait IpcValue: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> IpcValue for T {}
+
+/// Records the calling binary's package name, version and build id for the handshake.
+///
+/// Call it once, first thing in `main`, in every executable that starts or serves workers. The
+/// versions compared by the handshake are those of the binaries' own packages (the crate that
+/// calls this macro), not bincrew's. The build id is the `BINCREW_BUILD_ID` environment variable
+/// seen when the binary was compiled, when one was set (the build-support crate stamps it).
+///
+/// Calling it again has no effect.
+#[macro_export]
+macro_rules! init {
+    () => {
+        $crate::__private::init(
+            env!("CARGO_PKG_NAME"),
+            env!("CARGO_PKG_VERSION"),
+            option_env!("BINCREW_BUILD_ID"),
+        )
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::build::init;
+}

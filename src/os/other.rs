@@ -1,0 +1,30 @@
+//! Platforms without Unix signals (Windows): exit codes only, and the executable's identity from
+//! its size and modification time.
+
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::UNIX_EPOCH;
+
+pub(crate) fn exit_signal(_status: &ExitStatus) -> Option<i32> {
+    None
+}
+
+pub(crate) fn signal_name(_signal: i32) -> Option<&'static str> {
+    None
+}
+
+pub(crate) fn self_exe() -> std::io::Result<PathBuf> {
+    std::env::current_exe()
+}
+
+pub(crate) fn exe_identity() -> Option<String> {
+    let path = self_exe().ok()?;
+    let meta = std::fs::metadata(&path).ok()?;
+    let modified = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+    Some(format!(
+        "{}:{}:{}",
+        path.display(),
+        meta.len(),
+        modified.as_nanos()
+    ))
+}

@@ -1,0 +1,479 @@
+//! The worker side: [`Workers`], [`run_worker`] and the request loop.
+//!
+//! A worker process's main thread connects to the app, sends the hello, and then reads requests
+//! and queues them for a fixed set of handler threads (the parallelism). Each handler thread sends
+//! its own responses. A panic anywhere reports its message to the app and ends the process, since
+//! state shared with crash-prone code cannot be trusted after one.
+//!
+//! The process never returns into the executable's own `main`: it exits when the app shuts it
+//! down, when the app goes away, or right after telling the app it serves no such worker.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread;
+
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
+use ipc_channel::IpcError;
+
+use crate::build::build_info;
+use crate::hello::{Hello, RawBytes, Status};
+use crate::process::{lock, PARALLELISM_ENV, SERVER_ENV, TOKEN_ENV, WORKER_ENV};
+use crate::protocol::{Ready, ToApp, ToWorker};
+use crate::IpcValue;
+
+/// Identifies executables that serve workers (see `process::looks_like_worker`).
+pub(crate) static ENTRY_MARKER: &[u8] = b"bincrew-worker-entry-point/1";
+
+/// Exit code of a worker process that cannot serve what it was started for.
+const EXIT_CANNOT_SERVE: i32 = 2;
+/// Exit code of a worker process whose app broke the protocol.
+const EXIT_PROTOCOL: i32 = 3;
+/// Exit code after a panic (as Rust's own).
+const EXIT_PANIC: i32 = 101;
+
+/// What a handler receives: the request, and details about it.
+#[non_exhaustive]
+pub struct RequestArgs<I> {
+    /// The request.
+    pub request: I,
+    id: u64,
+}
+
+impl<I> RequestArgs<I> {
+    /// The request's id, unique among the requests of one worker process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl<I: fmt::Debug> fmt::Debug for RequestArgs<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestArgs")
+            .field("request", &self.request)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+type Handler<I, O> = Arc<dyn Fn(RequestArgs<I>) -> O + Send + Sync>;
+
+/// What a worker needs once its process knows it serves it.
+struct Session {
+    connection: IpcSender<RawBytes>,
+    hello: Hello,
+    parallelism: usize,
+}
+
+struct Entry {
+    name: String,
+    serve: Box<dyn FnOnce(Session)>,
+}
+
+/// The workers one executable serves.
+///
+/// Call [`run`](Self::run) near the top of `main`, after [`init!`](crate::init). In a process the
+/// app started as a worker it serves that worker and never returns; when that name is not
+/// registered it tells the app ([`StartError::UnknownWorker`](crate::StartError)) and exits. In
+/// any other process it returns at once.
+///
+/// ```no_run
+/// fn main() {
+///     bincrew::init!();
+///     bincrew::Workers::new()
+///         .worker("upper", |args: bincrew::RequestArgs<String>| async move {
+///             args.request.to_uppercase()
+///         })
+///         .blocking_worker("len", |args: bincrew::RequestArgs<String>| args.request.len())
+///         .run();
+///     // The app's own main continues here, never in a worker process.
+/// }
+/// ```
+#[must_use = "workers are served only by `run`"]
+pub struct Workers {
+    entries: Vec<Entry>,
+    parallelism: Option<usize>,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Workers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Workers")
+            .field("names", &self.names())
+            .field("parallelism", &self.parallelism)
+            .finish()
+    }
+}
+
+impl Workers {
+    /// No workers yet.
+    pub fn new() -> Self {
+        Workers {
+            entries: Vec::new(),
+            parallelism: None,
+        }
+    }
+
+    /// Serves worker `name` with an async handler. Each request runs on one of the worker's
+    /// threads, which drives the handler's future to completion.
+    pub fn worker<I, O, F, Fut>(self, name: impl Into<String>, handler: F) -> Self
+    where
+        I: IpcValue,
+        O: IpcValue,
+        F: Fn(RequestArgs<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = O>,
+    {
+        self.blocking_worker(name, move |args| block_on(handler(args)))
+    }
+
+    /// Serves worker `name` with a blocking handler, which runs on one of the worker's threads.
+    pub fn blocking_worker<I, O, F>(mut self, name: impl Into<String>, handler: F) -> Self
+    where
+        I: IpcValue,
+        O: IpcValue,
+        F: Fn(RequestArgs<I>) -> O + Send + Sync + 'static,
+    {
+        let handler: Handler<I, O> = Arc::new(handler);
+        self.entries.push(Entry {
+            name: name.into(),
+            serve: Box::new(move |session| serve(session, handler)),
+        });
+        self
+    }
+
+    /// How many requests the worker process runs at once; the machine's parallelism by
+    /// default. The app can override it per start with
+    /// [`WorkerBuilder::parallelism`](crate::WorkerBuilder::parallelism).
+    pub fn parallelism(mut self, requests: usize) -> Self {
+        self.parallelism = Some(requests.max(1));
+        self
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.entries.iter().map(|e| e.name.clone()).collect()
+    }
+
+    /// Serves the worker this process was started as, and never returns; returns at once when
+    /// the process is not a worker.
+    pub fn run(self) {
+        std::hint::black_box(ENTRY_MARKER);
+        let Some(env) = WorkerEnv::take() else {
+            return;
+        };
+        let served = self.names();
+        let connection = match IpcSender::<RawBytes>::connect(env.server.clone()) {
+            Ok(connection) => connection,
+            Err(e) => exit_with(
+                EXIT_CANNOT_SERVE,
+                &format!("worker `{}` cannot connect to its app: {e}", env.worker),
+            ),
+        };
+        let mut hello = Hello {
+            token: env.token,
+            status: Status::Ready,
+            worker: env.worker.clone(),
+            served,
+            build: build_info().cloned(),
+            request_type: String::new(),
+            response_type: String::new(),
+        };
+        let status = if hello.build.is_none() {
+            Some((
+                Status::NotInitialized,
+                "this executable does not call bincrew::init!() at the top of main".to_owned(),
+            ))
+        } else if !self.entries.iter().any(|e| e.name == env.worker) {
+            Some((
+                Status::UnknownWorker,
+                format!(
+                    "this executable serves no worker `{}` (it serves: {})",
+                    env.worker,
+                    hello.served.join(", ")
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((status, message)) = status {
+            hello.status = status;
+            let _ = connection.send(RawBytes(hello.encode()));
+            exit_with(EXIT_CANNOT_SERVE, &message);
+        }
+        let parallelism = env
+            .parallelism
+            .or(self.parallelism)
+            .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
+        let session = Session {
+            connection,
+            hello,
+            parallelism,
+        };
+        for entry in self.entries {
+            if entry.name == env.worker {
+                (entry.serve)(session);
+                // `serve` exits the process; this is never reached.
+                break;
+            }
+        }
+        std::process::exit(0);
+    }
+}
+
+/// Serves worker `name` with an async handler if this process was started as that worker, and
+/// never returns then; returns at once if this process is not a worker.
+///
+/// Call it near the top of `main`, after [`init!`](crate::init). A process started as another
+/// worker name tells the app and exits, so it never runs the app's `main`: to serve several
+/// workers from one executable use [`Workers`].
+///
+/// The handler is an `async fn(RequestArgs<I>) -> O`, or any closure returning a future; see
+/// [`run_worker_blocking`] for a plain function.
+pub fn run_worker<I, O, F, Fut>(name: &str, handler: F)
+where
+    I: IpcValue,
+    O: IpcValue,
+    F: Fn(RequestArgs<I>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = O>,
+{
+    Workers::new().worker(name, handler).run();
+}
+
+/// Same as [`run_worker`] with a blocking handler: `fn(RequestArgs<I>) -> O`.
+pub fn run_worker_blocking<I, O, F>(name: &str, handler: F)
+where
+    I: IpcValue,
+    O: IpcValue,
+    F: Fn(RequestArgs<I>) -> O + Send + Sync + 'static,
+{
+    Workers::new().blocking_worker(name, handler).run();
+}
+
+/// The environment the app sets for a worker process.
+struct WorkerEnv {
+    worker: String,
+    server: String,
+    token: String,
+    parallelism: Option<usize>,
+}
+
+impl WorkerEnv {
+    /// Reads the worker variables and removes them, so that processes this worker starts are
+    /// not mistaken for workers.
+    fn take() -> Option<WorkerEnv> {
+        let worker = std::env::var(WORKER_ENV).ok()?;
+        let server = std::env::var(SERVER_ENV).ok();
+        let token = std::env::var(TOKEN_ENV).unwrap_or_default();
+        let parallelism = std::env::var(PARALLELISM_ENV)
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n > 0);
+        for key in [WORKER_ENV, SERVER_ENV, TOKEN_ENV, PARALLELISM_ENV] {
+            std::env::remove_var(key);
+        }
+        let Some(server) = server else {
+            exit_with(
+                EXIT_CANNOT_SERVE,
+                &format!(
+                    "this process was started as worker `{worker}` without a handshake server: \
+                     bincrew workers are started by their app"
+                ),
+            );
+        };
+        Some(WorkerEnv {
+            worker,
+            server,
+            token,
+            parallelism,
+        })
+    }
+}
+
+fn exit_with(code: i32, message: &str) -> ! {
+    eprintln!("bincrew worker: {message}");
+    std::process::exit(code)
+}
+
+/// The request loop of a worker process. Never returns.
+fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler<I, O>) {
+    let Session {
+        connection,
+        mut hello,
+        parallelism,
+    } = session;
+    let (requests, request_rx) = match ipc::channel::<ToWorker<I>>() {
+        Ok(pair) => pair,
+        Err(e) => exit_with(
+            EXIT_CANNOT_SERVE,
+            &format!("cannot create the request channel: {e}"),
+        ),
+    };
+    hello.request_type = std::any::type_name::<I>().to_owned();
+    hello.response_type = std::any::type_name::<O>().to_owned();
+    if let Err(e) = connection.send(RawBytes(hello.encode())) {
+        exit_with(EXIT_CANNOT_SERVE, &format!("cannot send the hello: {e}"));
+    }
+    let connection: IpcSender<Ready> = connection.to_opaque().to();
+    // The request sender moves into the message and is closed here once sent: the app must hold
+    // the only copy, so that this worker sees the channel close when the app dies.
+    let ready = Ready {
+        requests: requests.to_opaque(),
+    };
+    if let Err(e) = connection.send(ready) {
+        exit_with(EXIT_CANNOT_SERVE, &format!("cannot send `Ready`: {e}"));
+    }
+    let responses: IpcSender<ToApp<O>> = connection.to_opaque().to();
+    // `Panicked` does not involve `O`: this view of the channel encodes it identically and is
+    // `Sync`, as a panic hook must be.
+    install_panic_hook(responses.clone().to_opaque().to());
+
+    let queue = Arc::new(Queue::new());
+    let threads: Vec<_> = (0..parallelism)
+        .filter_map(|i| {
+            let queue = queue.clone();
+            let handler = handler.clone();
+            let responses = responses.clone();
+            thread::Builder::new()
+                .name(format!("bincrew-handler-{i}"))
+                .spawn(move || handle_requests(&queue, &*handler, &responses))
+                .ok()
+        })
+        .collect();
+    if threads.is_empty() {
+        exit_with(EXIT_CANNOT_SERVE, "cannot start any handler thread");
+    }
+    read_requests(&request_rx, &queue);
+    // Graceful shutdown: the handler threads finish what is queued, then the process exits.
+    queue.close();
+    for thread in threads {
+        let _ = thread.join();
+    }
+    std::process::exit(0);
+}
+
+/// Reads requests until the app asks for a shutdown; exits the process if the app goes away.
+fn read_requests<I: IpcValue>(request_rx: &IpcReceiver<ToWorker<I>>, queue: &Queue<I>) {
+    loop {
+        match request_rx.recv() {
+            Ok(ToWorker::Request { id, request }) => queue.push(id, request),
+            Ok(ToWorker::Shutdown) => return,
+            // The app is gone: nobody is waiting for answers.
+            Err(IpcError::Disconnected) => std::process::exit(0),
+            Err(e) => exit_with(
+                EXIT_PROTOCOL,
+                &format!("cannot read a message from the app: {e}"),
+            ),
+        }
+    }
+}
+
+fn handle_requests<I, O: IpcValue>(
+    queue: &Queue<I>,
+    handler: &(dyn Fn(RequestArgs<I>) -> O + Send + Sync),
+    responses: &IpcSender<ToApp<O>>,
+) {
+    while let Some((id, request)) = queue.pop() {
+        let response = handler(RequestArgs { request, id });
+        match responses.send(ToApp::Response { id, response }) {
+            Ok(()) => {}
+            Err(IpcError::SerializationError(e)) => {
+                let reason = e.to_string();
+                let _ = responses.send(ToApp::EncodeFailed { id, reason });
+            }
+            // The app is gone.
+            Err(_) => std::process::exit(0),
+        }
+    }
+}
+
+/// Reports a panic's message to the app, lets the previous hook print it, and ends the process.
+fn install_panic_hook(responses: IpcSender<ToApp<()>>) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "Box<dyn Any>".to_owned()
+        };
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        let _ = responses.send(ToApp::Panicked { message, location });
+        previous(info);
+        std::process::exit(EXIT_PANIC);
+    }));
+}
+
+/// The requests waiting for a handler thread.
+struct Queue<I> {
+    state: Mutex<(VecDeque<(u64, I)>, bool)>,
+    available: Condvar,
+}
+
+impl<I> Queue<I> {
+    fn new() -> Self {
+        Queue {
+            state: Mutex::new((VecDeque::new(), false)),
+            available: Condvar::new(),
+        }
+    }
+
+    fn push(&self, id: u64, request: I) {
+        lock(&self.state).0.push_back((id, request));
+        self.available.notify_one();
+    }
+
+    fn close(&self) {
+        lock(&self.state).1 = true;
+        self.available.notify_all();
+    }
+
+    /// The next request; `None` once the queue is closed and empty.
+    fn pop(&self) -> Option<(u64, I)> {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(job) = state.0.pop_front() {
+                return Some(job);
+            }
+            if state.1 {
+                return None;
+            }
+            state = self
+                .available
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+/// Drives a handler's future on the current thread.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(output) => return output,
+            Poll::Pending => thread::park(),
+        }
+    }
+}

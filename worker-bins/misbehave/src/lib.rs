@@ -1,0 +1,65 @@
+//! The requests of the `misbehave` worker, which does on request everything a worker should
+//! not: panic, abort, segfault, overflow its stack, exit, hang. The tests and the demo use it.
+//!
+//! Environment variables make it break the handshake instead (read before it serves):
+//! `MISBEHAVE_EXIT_EARLY=<code>` exits before connecting, `MISBEHAVE_NEVER_CONNECT=1` never
+//! connects, `MISBEHAVE_WRONG_TOKEN=1` presents a wrong token, `MISBEHAVE_GARBAGE_HELLO=1` sends
+//! garbage instead of a hello, `MISBEHAVE_NO_INIT=1` skips `bincrew::init!()`.
+
+use bincrew::{IpcSender, IpcSharedMemory};
+use serde::{Deserialize, Serialize};
+
+/// The worker's name.
+pub const WORKER: &str = "misbehave";
+
+/// What to do.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Answer with the text.
+    Echo(String),
+    /// Answer only once a `Release` with the same key has arrived.
+    WaitFor(String),
+    /// Release the `WaitFor` requests with this key, and answer with it.
+    Release(String),
+    /// Sleep, then answer with the text.
+    Sleep {
+        /// How long.
+        ms: u64,
+        /// The answer.
+        reply: String,
+    },
+    /// Write the text to stderr, then answer with it.
+    Stderr(String),
+    /// Send 1..=steps to `progress`, then answer with the number of steps.
+    Progress {
+        /// How many steps.
+        steps: u32,
+        /// Receives each step.
+        progress: IpcSender<u32>,
+    },
+    /// Answer with the length and the byte sum of the blob.
+    Checksum(IpcSharedMemory),
+    /// Answer with the worker's process id.
+    Pid,
+    /// Panic with this message.
+    Panic(String),
+    /// Call `std::process::abort`.
+    Abort,
+    /// Write through a null pointer.
+    Segfault,
+    /// Recurse until the stack overflows.
+    StackOverflow,
+    /// Exit with this code.
+    Exit(i32),
+    /// Never answer.
+    Hang,
+}
+
+/// What it answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Text.
+    Text(String),
+    /// A number.
+    Number(u64),
+}
