@@ -151,7 +151,10 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
                     exe: PathBuf::from("<current executable>"),
                     source,
                 })?;
-                (std::env::current_exe().unwrap_or_else(|_| program.clone()), program)
+                (
+                    std::env::current_exe().unwrap_or_else(|_| program.clone()),
+                    program,
+                )
             }
         };
         let spec = Spec {
@@ -275,7 +278,9 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
                 Phase::Running => {
                     state.slots.insert(id, slot.clone());
                 }
-                Phase::Crashed(report) => return Reply::done(Err(RunError::Crashed(report.clone()))),
+                Phase::Crashed(report) => {
+                    return Reply::done(Err(RunError::Crashed(report.clone())))
+                }
                 Phase::ShuttingDown | Phase::Closed => return Reply::done(Err(self.shut_down())),
             }
         }
@@ -289,7 +294,9 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
                 }));
             }
             // The worker is gone: the reader thread fails the slot with the crash report.
-            Err(e) => tracing::debug!(worker = %self.shared.process.name, error = %e, "request not sent"),
+            Err(e) => {
+                tracing::debug!(worker = %self.shared.process.name, error = %e, "request not sent")
+            }
         }
         Reply {
             slot: Some(slot),
@@ -358,7 +365,7 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
     }
 
     /// The crash report, once the worker has died unexpectedly.
-    pub fn crash_error(&self) -> Option<WorkerCrashError> {
+    pub fn crash_error(&self) -> Option<Arc<WorkerCrashError>> {
         match &lock(&self.shared.state).phase {
             Phase::Crashed(report) => Some(report.clone()),
             _ => None,
@@ -415,7 +422,7 @@ struct State<O> {
 enum Phase {
     Running,
     ShuttingDown,
-    Crashed(WorkerCrashError),
+    Crashed(Arc<WorkerCrashError>),
     /// The `Worker` was dropped.
     Closed,
 }
@@ -435,7 +442,8 @@ impl<O> Shared<O> {
         let exit = match self.process.wait_deadline(Instant::now() + EXIT_GRACE) {
             Some(exit) => Some(exit),
             None => {
-                protocol_error.get_or_insert_with(|| "it closed its channel but kept running".into());
+                protocol_error
+                    .get_or_insert_with(|| "it closed its channel but kept running".into());
                 self.process.kill();
                 self.process.wait()
             }
@@ -450,7 +458,7 @@ impl<O> Shared<O> {
             }
             return;
         }
-        let report = self.process.crash_report(exit, protocol_error);
+        let report = Arc::new(self.process.crash_report(exit, protocol_error));
         let leftover = {
             let mut state = lock(&self.state);
             if matches!(state.phase, Phase::Closed) {
@@ -473,9 +481,9 @@ impl<O> Shared<O> {
                     Phase::Crashed(report) => Some(report.clone()),
                     _ => None,
                 };
-                Err(ShutdownError::Crashed(
-                    report.unwrap_or_else(|| self.process.crash_report(Some(exit), None)),
-                ))
+                Err(ShutdownError::Crashed(report.unwrap_or_else(|| {
+                    Arc::new(self.process.crash_report(Some(exit), None))
+                })))
             }
             None => {
                 self.process.kill_and_reap();
@@ -521,9 +529,12 @@ fn read_loop<O: IpcValue>(shared: Arc<Shared<O>>, receiver: IpcReceiver<ToApp<O>
     shared.finish(protocol_error);
 }
 
+type SlotState<O> = (Option<Result<O, RunError>>, Option<Waker>);
+
 /// Where the reader thread puts a response for the [`Reply`] waiting on it.
 struct Slot<O> {
-    state: Mutex<(Option<Result<O, RunError>>, Option<Waker>)>,
+    /// The result once it came, and the waker of the task awaiting it.
+    state: Mutex<SlotState<O>>,
     filled: Condvar,
 }
 

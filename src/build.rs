@@ -191,10 +191,12 @@ fn same_build(app: &BuildInfo, worker: &BuildInfo) -> Result<(), (MismatchKind, 
         return Ok(());
     }
     let fix = match (&app.build_id, &worker.build_id) {
-        (None, None) => "they are different executables and neither carries a build id, so nothing \
+        (None, None) => {
+            "they are different executables and neither carries a build id, so nothing \
             shows they come from one build: stamp both with bincrew-build in build.rs, or start \
             this worker with Compat::SameVersion or Compat::Semver"
-            .to_owned(),
+                .to_owned()
+        }
         (Some(_), None) => "the worker carries no build id: rebuild it together with the app \
             (stamped by bincrew-build) and redeploy it beside the app"
             .to_owned(),

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::build::{BuildInfo, Compat};
@@ -107,7 +108,12 @@ impl fmt::Display for WorkerCrashError {
                 Some(exit) => write!(f, "exited with {exit}")?,
                 None => f.write_str("died")?,
             }
-            if let Some(line) = self.stderr_tail.lines().rev().find(|l| !l.trim().is_empty()) {
+            if let Some(line) = self
+                .stderr_tail
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+            {
                 write!(f, "; its stderr ends with: {}", line.trim())?;
             }
         }
@@ -247,12 +253,10 @@ pub enum StartError {
     #[error("{0}")]
     VersionMismatch(Box<VersionMismatch>),
     /// The worker serves other request or response types than the app expects.
-    #[error("worker `{worker}` ({}) takes `{worker_request}` and answers `{worker_response}`, but the app sends `{app_request}` and expects `{app_response}`: start it as Worker<{worker_request}, {worker_response}> or rebuild the worker", exe.display())]
+    #[error("worker `{worker}` takes `{worker_request}` and answers `{worker_response}`, but the app sends `{app_request}` and expects `{app_response}`: start it as Worker<{worker_request}, {worker_response}> or rebuild the worker")]
     TypeMismatch {
         /// The worker's name.
         worker: String,
-        /// The executable.
-        exe: PathBuf,
         /// The app's request type.
         app_request: String,
         /// The app's response type.
@@ -310,7 +314,7 @@ fn list_or_none(names: &[String]) -> String {
 pub enum RunError {
     /// The worker process died; this says how.
     #[error(transparent)]
-    Crashed(WorkerCrashError),
+    Crashed(Arc<WorkerCrashError>),
     /// The worker is shutting down or has shut down and takes no new requests.
     #[error("worker `{worker}` is shut down and takes no new requests")]
     ShutDown {
@@ -333,9 +337,11 @@ pub enum RunError {
 pub enum ShutdownError {
     /// The worker died while draining its requests.
     #[error(transparent)]
-    Crashed(WorkerCrashError),
+    Crashed(Arc<WorkerCrashError>),
     /// The worker did not exit within the grace period and was killed.
-    #[error("worker `{worker}` did not exit within {grace:?} of the shutdown request and was killed")]
+    #[error(
+        "worker `{worker}` did not exit within {grace:?} of the shutdown request and was killed"
+    )]
     Killed {
         /// The worker's name.
         worker: String,

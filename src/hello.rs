@@ -163,8 +163,9 @@ impl Hello {
                 let protocol = get("protocol")?;
                 Some(BuildInfo {
                     package: package.clone(),
-                    version: Version::parse(&version)
-                        .map_err(|e| format!("its hello has an invalid version {version:?}: {e}"))?,
+                    version: Version::parse(&version).map_err(|e| {
+                        format!("its hello has an invalid version {version:?}: {e}")
+                    })?,
                     build_id: get("build-id").ok().filter(|s| !s.is_empty()),
                     target: get("target")?,
                     bincrew_version: get("bincrew")?,

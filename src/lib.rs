@@ -44,6 +44,8 @@
 //! stderr. Futures are woken from those threads, so they work on any executor. Starting and
 //! shutting down wait on [`blocking`]'s thread pool.
 #![deny(missing_docs)]
+// The examples show where calls go in `main`.
+#![allow(clippy::needless_doctest_main)]
 
 mod app;
 mod build;
@@ -63,8 +65,7 @@ mod os;
 pub use app::{Reply, Worker, WorkerBuilder};
 pub use build::{build_info, BuildInfo, Compat};
 pub use error::{
-    ExitInfo, MismatchKind, RunError, ShutdownError, StartError, VersionMismatch,
-    WorkerCrashError,
+    ExitInfo, MismatchKind, RunError, ShutdownError, StartError, VersionMismatch, WorkerCrashError,
 };
 pub use serve::{run_worker, run_worker_blocking, RequestArgs, Workers};
 

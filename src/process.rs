@@ -244,7 +244,6 @@ impl Handshake<'_> {
         if hello.request_type != spec.request_type || hello.response_type != spec.response_type {
             return Err(StartError::TypeMismatch {
                 worker: spec.name.clone(),
-                exe: spec.exe.clone(),
                 app_request: spec.request_type.to_owned(),
                 app_response: spec.response_type.to_owned(),
                 worker_request: hello.request_type,
@@ -317,7 +316,8 @@ fn timeout_from_env() -> Result<Duration, StartError> {
     parse_duration(&value).ok_or(StartError::InvalidEnv {
         var: TIMEOUT_ENV,
         value,
-        expected: "a number of seconds, or a number followed by `s` or `ms`, such as 10, 2.5s or 500ms",
+        expected:
+            "a number of seconds, or a number followed by `s` or `ms`, such as 10, 2.5s or 500ms",
     })
 }
 
@@ -340,7 +340,7 @@ fn parse_duration(text: &str) -> Option<Duration> {
 fn new_token() -> String {
     use std::hash::{BuildHasher, RandomState};
     let seed = (std::process::id(), Instant::now(), thread::current().id());
-    let a = RandomState::new().hash_one(&seed);
+    let a = RandomState::new().hash_one(seed);
     let b = RandomState::new().hash_one((a, &seed));
     format!("{a:016x}{b:016x}")
 }

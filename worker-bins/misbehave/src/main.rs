@@ -135,7 +135,12 @@ fn selfspawn() {
         }
     };
     let info = worker.build_info();
-    println!("worker {} {} pid {}", info.package, info.version, worker.id());
+    println!(
+        "worker {} {} pid {}",
+        info.package,
+        info.version,
+        worker.id()
+    );
     let replies: Vec<_> = (0..8)
         .map(|i| worker.run(Request::Echo(format!("hello {i}"))))
         .collect();

@@ -1,0 +1,87 @@
+//! Self-spawned workers, and what happens when the app goes away; the `misbehave` binary acts as
+//! the app here (`misbehave selfspawn`, `hold`, `start-silent`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::support::{eventually, process_alive, worker_bin};
+
+fn app(args: &[&str]) -> Command {
+    let mut cmd = Command::new(worker_bin("misbehave"));
+    cmd.args(args);
+    cmd
+}
+
+#[test]
+fn an_app_starts_itself_as_its_worker_under_same_build() {
+    let out = app(&["selfspawn"]).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("worker misbehave 0.1.0 pid "),
+        "{stdout}"
+    );
+    for i in 0..8 {
+        assert!(stdout.contains(&format!("ok: hello {i}\n")), "{stdout}");
+    }
+    assert!(stdout.ends_with("shutdown ok\n"), "{stdout}");
+}
+
+#[test]
+fn a_worker_exits_when_its_app_is_killed() {
+    let mut app = app(&["hold"]).stdout(Stdio::piped()).spawn().expect("runs");
+    let mut line = String::new();
+    BufReader::new(app.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("reads");
+    let pid: u32 = line
+        .trim()
+        .strip_prefix("worker-pid ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output {line:?}"));
+    assert!(process_alive(pid));
+    app.kill().expect("SIGKILL the app");
+    app.wait().expect("reaped");
+    eventually("the orphaned worker exits", || !process_alive(pid));
+}
+
+#[test]
+fn the_connect_timeout_comes_from_the_environment() {
+    let out = app(&["start-silent"])
+        .env("BINCREW_CONNECT_TIMEOUT", "300ms")
+        .stderr(Stdio::null())
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("did not complete the handshake within 300ms and was killed"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_invalid_connect_timeout_in_the_environment_is_an_error() {
+    let out = app(&["start-silent"])
+        .env("BINCREW_CONNECT_TIMEOUT", "soon")
+        .stderr(Stdio::null())
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "start failed: environment variable BINCREW_CONNECT_TIMEOUT=\"soon\" is not valid"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_worker_binary_run_by_hand_explains_itself() {
+    let out = app(&[]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("its app starts it"));
+}
