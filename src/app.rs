@@ -24,7 +24,8 @@ use ipc_channel::IpcError;
 
 use crate::build::{BuildInfo, Compat};
 use crate::error::{RunError, ShutdownError, StartError, WorkerCrashError};
-use crate::process::{self, lock, Process, Spec};
+use crate::locate::Locate;
+use crate::process::{self, lock, Check, Process, Spec, Started};
 use crate::protocol::{ToApp, ToWorker};
 use crate::IpcValue;
 
@@ -62,9 +63,10 @@ impl<I, O> fmt::Debug for Worker<I, O> {
 pub struct WorkerBuilder<I, O> {
     name: String,
     exe: Option<PathBuf>,
+    locate: Option<Locate>,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
-    compat: Compat,
+    compat: Option<Compat>,
     connect_timeout: Option<Duration>,
     shutdown_grace: Duration,
     forward_stderr: bool,
@@ -74,8 +76,55 @@ pub struct WorkerBuilder<I, O> {
 
 impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
     /// Runs the worker from this executable instead of the app's own: a dedicated worker binary.
+    /// It takes precedence over [`binary`](Self::binary).
     pub fn exe(mut self, path: impl Into<PathBuf>) -> Self {
         self.exe = Some(path.into());
+        self
+    }
+
+    /// Runs the worker from the dedicated worker binary named `binary` (a cargo binary target's
+    /// name, without `.exe`), found when the worker starts in this order:
+    ///
+    /// 1. the path given to [`exe`](Self::exe), if any;
+    /// 2. the environment variable `BINCREW_EXE_<BINARY>` (the name in upper case, `-` as `_`);
+    /// 3. beside the app's own executable (the deployed layout), as `binary` or as
+    ///    `binary-<target-triple>` (the form bundlers use);
+    /// 4. `CARGO_BIN_EXE_<binary>`, which cargo sets for tests;
+    /// 5. in development, the cargo target dir of the app's workspace, found with `cargo
+    ///    metadata` (so it honours `CARGO_TARGET_DIR`), in the app's profile; with
+    ///    [`cargo_build`](Self::cargo_build) cargo first builds the binary's package when it is
+    ///    missing or older than its sources;
+    /// 6. `PATH`, only with [`search_path`](Self::search_path).
+    ///
+    /// Never the current directory. When it is nowhere, the start fails with
+    /// [`StartError::NotFound`] listing every place tried.
+    ///
+    /// When the app declares `binary` in `[package.metadata.bincrew] workers` and stamps its
+    /// build with bincrew-build, the default policy is [`Compat::Semver`] with the declared
+    /// requirement instead of [`Compat::SameBuild`].
+    pub fn binary(mut self, binary: impl Into<String>) -> Self {
+        self.locate = Some(Locate {
+            binary: binary.into(),
+            cargo_build: false,
+            search_path: false,
+        });
+        self
+    }
+
+    /// In development, lets [`binary`](Self::binary) run `cargo build` for the worker's package
+    /// before using the binary from the target dir (cargo does nothing when it is up to date).
+    pub fn cargo_build(mut self, build: bool) -> Self {
+        if let Some(locate) = &mut self.locate {
+            locate.cargo_build = build;
+        }
+        self
+    }
+
+    /// Lets [`binary`](Self::binary) search `PATH` when every other place failed.
+    pub fn search_path(mut self, search: bool) -> Self {
+        if let Some(locate) = &mut self.locate {
+            locate.search_path = search;
+        }
         self
     }
 
@@ -93,7 +142,7 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
 
     /// What the worker must share with the app; [`Compat::SameBuild`] by default.
     pub fn compat(mut self, compat: Compat) -> Self {
-        self.compat = compat;
+        self.compat = Some(compat);
         self
     }
 
@@ -143,9 +192,24 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
     ///
     /// Same as [`start`](Self::start).
     pub fn start_blocking(self) -> Result<Worker<I, O>, StartError> {
-        let (exe, program) = match self.exe {
-            Some(exe) => (exe.clone(), exe),
-            None => {
+        let mut compat = self.compat;
+        let (exe, program) = match (self.exe, &self.locate) {
+            (Some(exe), _) => (exe.clone(), exe),
+            (None, Some(locate)) => {
+                let app = crate::build::build_info();
+                let exe = locate.find(app).map_err(|tried| StartError::NotFound {
+                    worker: self.name.clone(),
+                    binary: locate.binary.clone(),
+                    tried,
+                })?;
+                if compat.is_none() {
+                    compat = app
+                        .and_then(|a| a.worker_requirement(&locate.binary))
+                        .map(|req| Compat::Semver(req.clone()));
+                }
+                (exe.clone(), exe)
+            }
+            (None, None) => {
                 let program = crate::os::self_exe().map_err(|source| StartError::Spawn {
                     worker: self.name.clone(),
                     exe: PathBuf::from("<current executable>"),
@@ -163,14 +227,22 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
             program,
             args: self.args,
             env: self.env,
-            compat: self.compat,
+            check: Check::App {
+                compat: compat.unwrap_or_default(),
+                request_type: std::any::type_name::<I>(),
+                response_type: std::any::type_name::<O>(),
+            },
             connect_timeout: self.connect_timeout,
             forward_stderr: self.forward_stderr,
             parallelism: self.parallelism,
-            request_type: std::any::type_name::<I>(),
-            response_type: std::any::type_name::<O>(),
         };
-        let connected = process::start(&spec)?;
+        let Started::Connected(connected) = process::start(&spec)? else {
+            return Err(StartError::Handshake {
+                worker: spec.name,
+                exe: spec.exe,
+                reason: "it listed its workers instead of serving".into(),
+            });
+        };
         let receiver: IpcReceiver<ToApp<O>> = connected.receiver.to();
         let shared = Arc::new(Shared {
             process: connected.process,
@@ -251,9 +323,10 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
         WorkerBuilder {
             name: name.into(),
             exe: None,
+            locate: None,
             args: Vec::new(),
             env: Vec::new(),
-            compat: Compat::default(),
+            compat: None,
             connect_timeout: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             forward_stderr: true,

@@ -5,6 +5,8 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::sync::OnceLock;
 
+use std::path::PathBuf;
+
 use semver::{Version, VersionReq};
 
 use crate::error::{MismatchKind, VersionMismatch};
@@ -46,6 +48,45 @@ pub struct BuildInfo {
     /// Identity of the executable file (device, inode, size and modification time), used by
     /// [`Compat::SameBuild`] to recognise the app's own executable.
     pub(crate) exe_id: Option<String>,
+    /// The worker binaries this package declares in `[package.metadata.bincrew]`, with their
+    /// version requirements (checked at build time by bincrew-build).
+    pub(crate) workers: Vec<(String, VersionReq)>,
+    /// The workspace packages that declare this package's binaries as their workers.
+    pub(crate) apps: Vec<String>,
+    /// The package's directory at compile time, to find the cargo target dir in development.
+    pub(crate) manifest_dir: Option<PathBuf>,
+}
+
+impl BuildInfo {
+    /// The version requirement this package declares for worker binary `binary` in
+    /// `[package.metadata.bincrew] workers`, as embedded by bincrew-build.
+    pub fn worker_requirement(&self, binary: &str) -> Option<&VersionReq> {
+        self.workers
+            .iter()
+            .find(|(name, _)| name == binary)
+            .map(|(_, req)| req)
+    }
+
+    /// The apps of the workspace that declare this package's binaries as their workers, as
+    /// embedded by bincrew-build.
+    pub fn apps(&self) -> &[String] {
+        &self.apps
+    }
+}
+
+/// What [`init!`](crate::init) captures in the calling crate.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp {
+    pub package: &'static str,
+    pub version: &'static str,
+    pub manifest_dir: &'static str,
+    /// `BINCREW_BUILD_ID`, set by bincrew-build.
+    pub build_id: Option<&'static str>,
+    /// `BINCREW_WORKERS`: `binary=requirement` entries separated by `;`.
+    pub workers: Option<&'static str>,
+    /// `BINCREW_APPS`: package names separated by `,`.
+    pub apps: Option<&'static str>,
 }
 
 impl fmt::Display for BuildInfo {
@@ -60,12 +101,35 @@ impl fmt::Display for BuildInfo {
 
 /// Records this binary's identity. Called through [`init!`](crate::init).
 #[doc(hidden)]
-pub fn init(package: &str, version: &str, build_id: Option<&str>) {
+pub fn init(stamp: Stamp) {
     THIS_BUILD.get_or_init(|| BuildInfo {
-        package: package.to_owned(),
+        package: stamp.package.to_owned(),
         // Cargo validates package versions, so this parses; never panic on it regardless.
-        version: Version::parse(version).unwrap_or(Version::new(0, 0, 0)),
-        build_id: build_id.filter(|id| !id.is_empty()).map(str::to_owned),
+        version: Version::parse(stamp.version).unwrap_or(Version::new(0, 0, 0)),
+        build_id: stamp
+            .build_id
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned),
+        workers: stamp
+            .workers
+            .unwrap_or_default()
+            .split(';')
+            .filter_map(|entry| {
+                let (binary, req) = entry.split_once('=')?;
+                Some((
+                    binary.trim().to_owned(),
+                    VersionReq::parse(req.trim()).ok()?,
+                ))
+            })
+            .collect(),
+        apps: stamp
+            .apps
+            .unwrap_or_default()
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        manifest_dir: Some(PathBuf::from(stamp.manifest_dir)),
         target: TARGET.to_owned(),
         bincrew_version: env!("CARGO_PKG_VERSION").to_owned(),
         protocol: PROTOCOL,

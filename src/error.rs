@@ -191,6 +191,16 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    /// The dedicated worker binary was found nowhere.
+    #[error("cannot find worker binary `{binary}` for worker `{worker}`; looked in: {}", tried.join("; "))]
+    NotFound {
+        /// The worker's name.
+        worker: String,
+        /// The binary's name.
+        binary: String,
+        /// Every place tried, in order, with why it did not do.
+        tried: Vec<String>,
+    },
     /// The worker executable could not be started.
     #[error("cannot start worker `{worker}` from {}", exe.display())]
     Spawn {

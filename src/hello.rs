@@ -124,6 +124,7 @@ impl Hello {
             put("protocol", &b.protocol.to_string());
             put("wire", &b.wire);
             put("exe-id", b.exe_id.as_deref().unwrap_or(""));
+            put("apps", &b.apps.join(","));
         }
         out
     }
@@ -174,6 +175,14 @@ impl Hello {
                         .map_err(|_| format!("its hello has an invalid protocol {protocol:?}"))?,
                     wire: get("wire")?,
                     exe_id: get("exe-id").ok().filter(|s| !s.is_empty()),
+                    workers: Vec::new(),
+                    apps: get("apps")
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    manifest_dir: None,
                 })
             }
         };
@@ -230,6 +239,9 @@ mod tests {
                 protocol: 1,
                 wire: "ipc-channel-0.23".into(),
                 exe_id: None,
+                workers: Vec::new(),
+                apps: vec!["app".into()],
+                manifest_dir: None,
             }),
             request_type: "a::Req".into(),
             response_type: "a::Rsp".into(),

@@ -51,6 +51,8 @@ mod app;
 mod build;
 mod error;
 mod hello;
+mod locate;
+mod probe;
 mod process;
 mod protocol;
 mod serve;
@@ -67,6 +69,7 @@ pub use build::{build_info, BuildInfo, Compat};
 pub use error::{
     ExitInfo, MismatchKind, RunError, ShutdownError, StartError, VersionMismatch, WorkerCrashError,
 };
+pub use probe::{probe_binary, probe_worker, BinaryProbe, WorkerProbe};
 pub use serve::{run_worker, run_worker_blocking, RequestArgs, Workers};
 
 pub use ipc_channel::ipc::{
@@ -86,22 +89,29 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> IpcValu
 ///
 /// Call it once, first thing in `main`, in every executable that starts or serves workers. The
 /// versions compared by the handshake are those of the binaries' own packages (the crate that
-/// calls this macro), not bincrew's. The build id is the `BINCREW_BUILD_ID` environment variable
-/// seen when the binary was compiled, when one was set (the build-support crate stamps it).
+/// calls this macro), not bincrew's.
+///
+/// It also takes what the build-support crate (`bincrew-build`) stamped into the package at
+/// compile time, when its build script calls it: the build id (`BINCREW_BUILD_ID`), the worker
+/// binaries the package declares with their version requirements (`BINCREW_WORKERS`), and the
+/// apps that declare the package's binaries as workers (`BINCREW_APPS`).
 ///
 /// Calling it again has no effect.
 #[macro_export]
 macro_rules! init {
     () => {
-        $crate::__private::init(
-            env!("CARGO_PKG_NAME"),
-            env!("CARGO_PKG_VERSION"),
-            option_env!("BINCREW_BUILD_ID"),
-        )
+        $crate::__private::init($crate::__private::Stamp {
+            package: env!("CARGO_PKG_NAME"),
+            version: env!("CARGO_PKG_VERSION"),
+            manifest_dir: env!("CARGO_MANIFEST_DIR"),
+            build_id: option_env!("BINCREW_BUILD_ID"),
+            workers: option_env!("BINCREW_WORKERS"),
+            apps: option_env!("BINCREW_APPS"),
+        })
     };
 }
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::build::init;
+    pub use crate::build::{init, Stamp};
 }

@@ -56,12 +56,31 @@ pub(crate) struct Spec {
     pub(crate) program: PathBuf,
     pub(crate) args: Vec<OsString>,
     pub(crate) env: Vec<(OsString, OsString)>,
-    pub(crate) compat: Compat,
+    pub(crate) check: Check,
     pub(crate) connect_timeout: Option<Duration>,
     pub(crate) forward_stderr: bool,
     pub(crate) parallelism: Option<usize>,
-    pub(crate) request_type: &'static str,
-    pub(crate) response_type: &'static str,
+}
+
+/// What the app checks in the hello.
+pub(crate) enum Check {
+    /// A worker for this app: its identity against the policy, and its types.
+    App {
+        compat: Compat,
+        request_type: &'static str,
+        response_type: &'static str,
+    },
+    /// A probe: nothing is checked but the token, and a binary that serves no such worker
+    /// answers with what it serves.
+    Probe,
+}
+
+/// How a handshake ended well.
+pub(crate) enum Started {
+    /// The worker is ready for requests.
+    Connected(Connected),
+    /// A probe's answer from a binary that serves no worker of the name asked.
+    Listed(Hello),
 }
 
 /// A worker that completed the handshake.
@@ -71,6 +90,7 @@ pub(crate) struct Connected {
     pub(crate) receiver: OpaqueIpcReceiver,
     /// The app-to-worker channel, to be typed as `IpcSender<ToWorker<I>>`.
     pub(crate) requests: ipc_channel::ipc::OpaqueIpcSender,
+    pub(crate) hello: Hello,
     pub(crate) build: BuildInfo,
 }
 
@@ -80,8 +100,11 @@ enum Event {
 }
 
 /// Starts the worker process and completes the handshake.
-pub(crate) fn start(spec: &Spec) -> Result<Connected, StartError> {
-    let app = build_info().ok_or(StartError::NotInitialized)?;
+pub(crate) fn start(spec: &Spec) -> Result<Started, StartError> {
+    let app = match &spec.check {
+        Check::App { .. } => Some(build_info().ok_or(StartError::NotInitialized)?),
+        Check::Probe => None,
+    };
     let timeout = match spec.connect_timeout {
         Some(t) => t,
         None => timeout_from_env()?,
@@ -118,12 +141,23 @@ pub(crate) fn start(spec: &Spec) -> Result<Connected, StartError> {
         timeout,
     };
     match handshake.wait(&event_rx, Instant::now() + timeout) {
-        Ok((receiver, ready, build)) => Ok(Connected {
+        Ok(Ok((receiver, ready, hello, build))) => Ok(Started::Connected(Connected {
             process,
             receiver,
             requests: ready.requests,
+            hello,
             build,
-        }),
+        })),
+        Ok(Err(listed)) => {
+            // It exits by itself after an unknown-worker hello; reap it.
+            if process
+                .wait_deadline(Instant::now() + STDERR_GRACE)
+                .is_none()
+            {
+                process.kill_and_reap();
+            }
+            Ok(Started::Listed(listed))
+        }
         Err(err) => {
             process.kill_and_reap();
             // The accept thread may still be blocked in `accept`: connecting unblocks it. When it
@@ -159,9 +193,12 @@ fn accept_connection(server: IpcOneShotServer<RawBytes>, events: mpsc::Sender<Ev
     let _ = events.send(Event::Ready(ready));
 }
 
+/// A handshake that succeeded: the connection and the hello, or a probe's listing.
+type Outcome = Result<(OpaqueIpcReceiver, Ready, Hello, BuildInfo), Hello>;
+
 struct Handshake<'a> {
     spec: &'a Spec,
-    app: &'a BuildInfo,
+    app: Option<&'a BuildInfo>,
     token: &'a str,
     process: &'a Process,
     timeout: Duration,
@@ -172,23 +209,26 @@ impl Handshake<'_> {
         &self,
         events: &mpsc::Receiver<Event>,
         deadline: Instant,
-    ) -> Result<(OpaqueIpcReceiver, Ready, BuildInfo), StartError> {
-        let mut build = None;
+    ) -> Result<Outcome, StartError> {
+        let mut checked = None;
         loop {
             let now = Instant::now();
             if now >= deadline {
                 return Err(self.timed_out());
             }
             match events.recv_timeout((deadline - now).min(EXIT_POLL)) {
-                Ok(Event::Hello(Ok(bytes))) => build = Some(self.check_hello(&bytes)?),
+                Ok(Event::Hello(Ok(bytes))) => match self.check_hello(&bytes)? {
+                    Ok(hello_and_build) => checked = Some(hello_and_build),
+                    Err(listed) => return Ok(Err(listed)),
+                },
                 Ok(Event::Hello(Err(reason))) => {
                     return Err(self.exited_or(format!("accepting its connection failed: {reason}")))
                 }
                 Ok(Event::Ready(Ok((receiver, ready)))) => {
-                    let Some(build) = build.take() else {
+                    let Some((hello, build)) = checked.take() else {
                         return Err(self.rejected("it sent `Ready` before its hello".into()));
                     };
-                    return Ok((receiver, ready, build));
+                    return Ok(Ok((receiver, ready, hello, build)));
                 }
                 Ok(Event::Ready(Err(reason))) => return Err(self.exited_or(reason)),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -203,7 +243,8 @@ impl Handshake<'_> {
         }
     }
 
-    fn check_hello(&self, bytes: &[u8]) -> Result<BuildInfo, StartError> {
+    /// `Ok(Err(hello))` is a probe's listing.
+    fn check_hello(&self, bytes: &[u8]) -> Result<Result<(Hello, BuildInfo), Hello>, StartError> {
         let spec = self.spec;
         let hello = Hello::decode(bytes).map_err(|reason| self.rejected(reason))?;
         if hello.token != self.token {
@@ -214,6 +255,11 @@ impl Handshake<'_> {
         }
         match hello.status {
             Status::Ready => {}
+            Status::UnknownWorker
+                if matches!(spec.check, Check::Probe) && hello.build.is_some() =>
+            {
+                return Ok(Err(hello))
+            }
             Status::UnknownWorker => {
                 return Err(StartError::UnknownWorker {
                     worker: spec.name.clone(),
@@ -228,29 +274,35 @@ impl Handshake<'_> {
                 ))
             }
         }
-        let Some(build) = hello.build else {
+        let Some(build) = hello.build.clone() else {
             return Err(self.rejected("its hello carries no build information".into()));
         };
-        if let Err((kind, fix)) = spec.compat.check(self.app, &build) {
+        let (
+            Check::App {
+                compat,
+                request_type,
+                response_type,
+            },
+            Some(app),
+        ) = (&spec.check, self.app)
+        else {
+            return Ok(Ok((hello, build)));
+        };
+        if let Err((kind, fix)) = compat.check(app, &build) {
             return Err(StartError::VersionMismatch(Box::new(VersionMismatch::new(
-                &spec.name,
-                &spec.compat,
-                self.app,
-                &build,
-                kind,
-                fix,
+                &spec.name, compat, app, &build, kind, fix,
             ))));
         }
-        if hello.request_type != spec.request_type || hello.response_type != spec.response_type {
+        if hello.request_type != *request_type || hello.response_type != *response_type {
             return Err(StartError::TypeMismatch {
                 worker: spec.name.clone(),
-                app_request: spec.request_type.to_owned(),
-                app_response: spec.response_type.to_owned(),
+                app_request: (*request_type).to_owned(),
+                app_response: (*response_type).to_owned(),
                 worker_request: hello.request_type,
                 worker_response: hello.response_type,
             });
         }
-        Ok(build)
+        Ok(Ok((hello, build)))
     }
 
     fn rejected(&self, reason: String) -> StartError {

@@ -161,6 +161,52 @@ impl Workers {
         self.entries.iter().map(|e| e.name.clone()).collect()
     }
 
+    /// For the `main` of a dedicated worker binary: serves the worker this process was started
+    /// as, and never returns.
+    ///
+    /// Run by hand, the binary prints what it is (package, version, build id, target, the
+    /// workers it serves and the apps it belongs to) for `--version` and exits with code 0;
+    /// otherwise it explains that its app starts it and exits with code 2. It never waits for a
+    /// handshake nobody will send.
+    pub fn run_dedicated(self) -> ! {
+        let names = self.names();
+        self.run();
+        let package = build_info().map_or_else(
+            || "this bincrew worker binary".to_owned(),
+            |b| format!("{} {}", b.package, b.version),
+        );
+        if std::env::args()
+            .skip(1)
+            .any(|a| a == "--version" || a == "-V")
+        {
+            println!("{package}");
+            if let Some(b) = build_info() {
+                match &b.build_id {
+                    Some(id) => println!("build id: {id}"),
+                    None => println!("build id: none (not stamped by bincrew-build)"),
+                }
+                println!("target: {}", b.target);
+                println!(
+                    "bincrew: {} (protocol {}, {})",
+                    b.bincrew_version, b.protocol, b.wire
+                );
+                if b.apps.is_empty() {
+                    println!("belongs to: no app of its workspace declares it");
+                } else {
+                    println!("belongs to: {}", b.apps.join(", "));
+                }
+            }
+            println!("serves workers: {}", names.join(", "));
+            std::process::exit(0);
+        }
+        eprintln!(
+            "{package} is a bincrew worker binary, serving {}: the app that uses it starts it. \
+             Run it with --version to see what it is.",
+            names.join(", ")
+        );
+        std::process::exit(EXIT_CANNOT_SERVE)
+    }
+
     /// Serves the worker this process was started as, and never returns; returns at once when
     /// the process is not a worker.
     pub fn run(self) {

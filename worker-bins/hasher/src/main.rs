@@ -39,7 +39,7 @@ fn hash(args: RequestArgs<HashRequest>) -> HashResponse {
 
 fn main() {
     bincrew::init!();
-    bincrew::run_worker_blocking(WORKER, hash);
-    eprintln!("hasher is a bincrew worker binary: its app starts it");
-    std::process::exit(2);
+    bincrew::Workers::new()
+        .blocking_worker(WORKER, hash)
+        .run_dedicated();
 }
