@@ -21,7 +21,12 @@ fn echo_round_trip_and_build_info() {
     let info = worker.build_info();
     assert_eq!(info.package, "misbehave");
     assert_eq!(info.version.to_string(), "0.1.0");
-    assert_eq!(info.build_id, None);
+    // Stamped by bincrew-build: 20 hex digits.
+    let id = info.build_id.as_deref().expect("misbehave is stamped");
+    assert!(
+        id.len() == 20 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
     assert_eq!(worker.name(), "misbehave");
     let pid = worker.run_blocking(Request::Pid).expect("answer");
     assert_eq!(pid, Response::Number(u64::from(worker.id())));

@@ -5,7 +5,14 @@ use std::process::Command;
 use crate::fixture::Fixture;
 
 fn run(bin: &std::path::Path) -> String {
-    let out = Command::new(bin).output().expect("runs");
+    run_with(bin, &[])
+}
+
+fn run_with(bin: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let out = Command::new(bin)
+        .envs(env.iter().copied())
+        .output()
+        .expect("runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -49,16 +56,40 @@ fn a_paired_workspace_builds_stamps_one_id_and_rebuilds_nothing_the_second_time(
     );
     assert!(version.contains("belongs to: app\n"), "{version}");
 
-    // A source change gives every binary a new id.
+    assert!(run_with(&fixture.bin("app"), &[("APP_SAME_BUILD", "1")]).contains("answer HELLO"));
+
+    // A source change, and only `tool` rebuilt: the app is from another build, at the same
+    // version. The declared requirement still holds; SameBuild does not.
     fixture.write(
         "tool/src/extra.rs",
         "// a new file under src/ changes the build id\n",
     );
+    let out = fixture.cargo(&["build", "-p", "tool"]);
+    assert!(out.status.success());
+    assert!(run(&fixture.bin("app")).contains("answer HELLO"));
+    let stdout = run_with(&fixture.bin("app"), &[("APP_SAME_BUILD", "1")]);
+    assert!(
+        stdout.contains(&format!(
+            "start failed: worker `tool` is binary `tool` 1.0.0 (build {{}}) but app `app` 1.0.0 (build {app_id}) requires same build: \
+             they come from different builds of the same version: rebuild the workspace and redeploy the app and its workers together"
+        ).replace("{}", &build_id_of_tool(&fixture))),
+        "{stdout}"
+    );
+
+    // Rebuilt together, every binary has the new id.
     fixture.build();
     let stdout = run(&fixture.bin("app"));
     let new_id = build_id(&stdout, "app ");
     assert_ne!(new_id, app_id);
     assert_eq!(build_id(&stdout, "worker "), new_id);
+}
+
+fn build_id_of_tool(fixture: &Fixture) -> String {
+    let out = Command::new(fixture.bin("tool"))
+        .arg("--version")
+        .output()
+        .expect("runs");
+    build_id(&String::from_utf8_lossy(&out.stdout), "build id:")
 }
 
 #[test]

@@ -127,13 +127,18 @@ impl Drop for Fixture {
 }
 
 /// The app: starts `tool` found by the locator (beside it, or in its target dir) under the
-/// requirement it declares, runs one request, prints what happened.
+/// requirement it declares (or `SameBuild` when `APP_SAME_BUILD` is set), runs one request,
+/// prints what happened.
 const APP_MAIN: &str = r#"
 fn main() {
     bincrew::init!();
     let info = bincrew::build_info().expect("init");
     println!("app {} {} build {}", info.package, info.version, info.build_id.as_deref().unwrap_or("none"));
-    let worker = match bincrew::Worker::<String, String>::builder("tool").binary("tool").start_blocking() {
+    let mut builder = bincrew::Worker::<String, String>::builder("tool").binary("tool");
+    if std::env::var_os("APP_SAME_BUILD").is_some() {
+        builder = builder.compat(bincrew::Compat::SameBuild);
+    }
+    let worker = match builder.start_blocking() {
         Ok(worker) => worker,
         Err(e) => {
             println!("start failed: {e}");

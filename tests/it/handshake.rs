@@ -47,10 +47,13 @@ fn a_semver_requirement_the_worker_does_not_meet_names_both_sides_and_the_fix() 
     assert_eq!(mismatch.kind, MismatchKind::Requirement);
     assert_eq!(mismatch.peer.package, "misbehave");
     assert_eq!(mismatch.app.package, "bincrew");
+    let id = mismatch.peer.build_id.as_deref().expect("stamped");
     assert_eq!(
         err.to_string(),
-        "worker `misbehave` is binary `misbehave` 0.1.0 (no build id) but app `bincrew` 0.1.0 (no build id) \
-         requires version ^0.3: the worker is too old for this app: redeploy a worker matching ^0.3"
+        format!(
+            "worker `misbehave` is binary `misbehave` 0.1.0 (build {id}) but app `bincrew` 0.1.0 (no build id) \
+             requires version ^0.3: the worker is too old for this app: redeploy a worker matching ^0.3"
+        )
     );
 }
 
@@ -85,7 +88,7 @@ fn same_version_fails_for_a_worker_of_another_version() {
 }
 
 #[test]
-fn same_build_rejects_an_unstamped_dedicated_binary_even_at_the_same_version() {
+fn same_build_rejects_a_dedicated_binary_when_the_app_has_no_build_id() {
     init();
     let err = Worker::<Request, Response>::builder(misbehave::WORKER)
         .exe(worker_bin("misbehave"))
@@ -99,7 +102,7 @@ fn same_build_rejects_an_unstamped_dedicated_binary_even_at_the_same_version() {
     assert_eq!(mismatch.compat, Compat::SameBuild);
     assert!(
         err.to_string().contains(
-            "requires same build: they are different executables and neither carries a build id"
+            "requires same build: the app carries no build id: stamp the app with bincrew-build"
         ),
         "{err}"
     );

@@ -1,13 +1,13 @@
 //! A tour of bincrew: a self-spawned worker, a dedicated worker binary, crashes the app survives,
 //! and graceful shutdown.
 //!
-//! Run it from the workspace root with `cargo run --example demo`.
+//! Run it from the workspace root with `cargo run -p bincrew-demo`.
 
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Instant;
 
-use bincrew::{Compat, IpcReceiver, IpcSender, RequestArgs, RunError, Worker, WorkerCrashError};
+use bincrew::{IpcReceiver, IpcSender, RequestArgs, RunError, Worker, WorkerCrashError};
 use futures::future::join_all;
 use misbehave::Request;
 use serde::{Deserialize, Serialize};
@@ -69,14 +69,13 @@ fn main() -> Result<(), Error> {
         .blocking_worker(PRIMES, count_primes)
         .run();
 
-    let bins = worker_bins()?;
     let started = Instant::now();
-    futures::executor::block_on(demo(bins))?;
+    futures::executor::block_on(demo())?;
     println!("\ndone in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
-async fn demo(bins: WorkerBins) -> Result<(), Error> {
+async fn demo() -> Result<(), Error> {
     println!("== self-spawned worker `{PRIMES}`: counting primes in parallel");
     // The default policy, Compat::SameBuild, accepts it: it is this very executable.
     let primes = Worker::<PrimesRequest, u64>::start(PRIMES).await?;
@@ -109,16 +108,16 @@ async fn demo(bins: WorkerBins) -> Result<(), Error> {
         "\n== dedicated worker binary `{}`: hashing src/",
         hasher::WORKER
     );
-    // The default policy, Compat::SameBuild, accepts a different binary only when both carry the
-    // same stamped build id; the hasher binary carries no build id yet, so SameBuild would reject
-    // it. Accept any hasher 0.2.x instead.
+    // Found by the locator: beside the demo when deployed, else in the cargo target dir, built
+    // first by cargo when it is missing or stale. The policy defaults to the requirement the demo
+    // declares in its Cargo.toml (`hasher = "^0.2"`), checked at build time by bincrew-build.
     let hasher = Worker::<hasher::HashRequest, hasher::HashResponse>::builder(hasher::WORKER)
-        .exe(&bins.hasher)
-        .compat(Compat::Semver("^0.2".parse()?))
+        .binary("hasher")
+        .cargo_build(true)
         .start()
         .await?;
     println!("started pid {} ({})", hasher.id(), hasher.build_info());
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../src");
     let files = files_under(&src)?;
     let mut listeners = Vec::new();
     let mut replies = Vec::new();
@@ -148,7 +147,7 @@ async fn demo(bins: WorkerBins) -> Result<(), Error> {
         "\n== `{}` worker: a segfault with requests in flight",
         misbehave::WORKER
     );
-    let crashing = start_misbehave(&bins.misbehave).await?;
+    let crashing = start_misbehave().await?;
     println!("started pid {}", crashing.id());
     // Its stderr is not forwarded, but its end is kept for the crash report.
     let said = "misbehave: about to write through a null pointer".to_owned();
@@ -178,7 +177,7 @@ async fn demo(bins: WorkerBins) -> Result<(), Error> {
     }
 
     println!("\n== a fresh `{}` worker: a panic", misbehave::WORKER);
-    let panicking = start_misbehave(&bins.misbehave).await?;
+    let panicking = start_misbehave().await?;
     println!("started pid {}", panicking.id());
     match panicking
         .run(Request::Panic(
@@ -198,7 +197,7 @@ async fn demo(bins: WorkerBins) -> Result<(), Error> {
         "\n== a third `{}` worker: the app runs on",
         misbehave::WORKER
     );
-    let healthy = start_misbehave(&bins.misbehave).await?;
+    let healthy = start_misbehave().await?;
     println!("started pid {}", healthy.id());
     match healthy
         .run(Request::Echo("hello after two crashes".into()))
@@ -219,12 +218,12 @@ async fn demo(bins: WorkerBins) -> Result<(), Error> {
 }
 
 async fn start_misbehave(
-    exe: &Path,
 ) -> Result<Worker<misbehave::Request, misbehave::Response>, bincrew::StartError> {
-    // Both this demo (package bincrew) and misbehave are at version 0.1.0.
+    // Stamped by bincrew-build in the same workspace build as this demo, so the default policy
+    // (the declared `misbehave = "^0.1"`, or SameBuild) holds.
     Worker::builder(misbehave::WORKER)
-        .exe(exe)
-        .compat(Compat::SameVersion)
+        .binary("misbehave")
+        .cargo_build(true)
         .forward_stderr(false)
         // Enough handler threads for every request the demo keeps in flight, whatever the machine.
         .parallelism(4)
@@ -316,66 +315,9 @@ fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 fn display_path(path: &Path) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    path.strip_prefix(root)
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    path.strip_prefix(&root)
         .unwrap_or(path)
         .display()
         .to_string()
-}
-
-// ---- Locating the worker binaries -------------------------------------------------------------
-// A stopgap, to be replaced by bincrew's locator (`WorkerBuilder::binary`). Cargo builds the
-// worker binaries into the profile directory this example runs from
-// (`<target>/<profile>/examples/demo`), but `cargo run --example demo` does not build them, so
-// build them when they are missing.
-
-/// Where the dedicated worker binaries are.
-struct WorkerBins {
-    hasher: PathBuf,
-    misbehave: PathBuf,
-}
-
-fn worker_bins() -> Result<WorkerBins, Error> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot find the target directory from the demo's path")?;
-    let bin = |name: &str| profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let bins = WorkerBins {
-        hasher: bin("hasher"),
-        misbehave: bin("misbehave"),
-    };
-    if bins.hasher.exists() && bins.misbehave.exists() {
-        return Ok(bins);
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let mut build = std::process::Command::new(cargo);
-    build.args([
-        "build",
-        "-p",
-        "hasher",
-        "-p",
-        "misbehave",
-        "--manifest-path",
-    ]);
-    build.arg(&manifest);
-    if profile_dir
-        .file_name()
-        .is_some_and(|name| name == "release")
-    {
-        build.arg("--release");
-    }
-    println!("== building the worker binaries");
-    let status = build.status()?;
-    if !status.success() {
-        return Err(format!("building the worker binaries failed: {status}").into());
-    }
-    for path in [&bins.hasher, &bins.misbehave] {
-        if !path.exists() {
-            return Err(format!("{} is still missing after the build", path.display()).into());
-        }
-    }
-    Ok(bins)
 }
