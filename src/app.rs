@@ -1,37 +1,71 @@
-//! The app side: [`Worker`], its builder, and the futures of requests in flight.
+//! The app side: [`Worker`] and what it shares with its reader thread and its replies.
 //!
-//! Ownership: a `Worker` owns the sending end of the app-to-worker channel and shares
-//! [`Shared`] with its reader thread and with every [`Reply`]. The reader thread alone owns the
-//! receiving end; it completes replies and, when the channel closes, writes the crash report and
-//! fails what is still pending. The [`Process`] inside `Shared` is reaped by whoever sees the exit
-//! first (the reader, `shutdown` or `Drop`); `duct` makes waiting from several threads safe.
+//! Ownership: a `Worker` and every [`Reply`] share one [`Inner`]: the process, the requests
+//! queued for sending (an [`Outbox`]), the sending end of the channel, and the table of requests
+//! in flight. The reader thread alone owns the receiving end; it completes replies and, when the
+//! channel closes, writes the crash report and fails what is still pending. Requests are sent by
+//! the threads that wait for replies (see `batch.rs`), so no thread sits between a caller and
+//! the channel. The process is reaped by whoever sees the exit first (the reader, `shutdown` or
+//! `Drop`); `duct` makes waiting from several threads safe.
 
-use std::collections::HashMap;
-use std::ffi::OsString;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::future::Future;
-use std::marker::PhantomData;
-use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::{IpcReceiver, IpcSender};
+use ipc_channel::ipc::{IpcReceiver, IpcSender, OpaqueIpcSender};
 use ipc_channel::IpcError;
 
-use crate::build::{BuildInfo, Compat};
+use crate::batch::Outbox;
+use crate::build::BuildInfo;
+use crate::builder::WorkerBuilder;
 use crate::error::{RunError, ShutdownError, StartError, WorkerCrashError};
-use crate::locate::Locate;
-use crate::process::{self, lock, Check, Process, Spec, Started};
-use crate::protocol::{ToApp, ToWorker};
+use crate::process::{lock, Connected, Process};
+use crate::protocol::{Answer, Item, ItemsRef, ToApp};
+use crate::reply::{Link, Reply, Slot};
 use crate::IpcValue;
 
-const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long the reader waits for a worker that closed its channel to exit by itself.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Options for one request, for [`Worker::run_with`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunOptions {
+    /// Fail the request with [`RunError::TimedOut`] if it is not answered within this time.
+    pub timeout: Option<Duration>,
+    /// The request may run again on another worker of a [`WorkerPool`](crate::WorkerPool) if
+    /// its worker crashes (the handler must be safe to run twice).
+    pub retryable: bool,
+}
+
+impl RunOptions {
+    /// No timeout, not retryable.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`timeout`](Self::timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets [`retryable`](Self::retryable).
+    pub fn retryable(mut self, retryable: bool) -> Self {
+        self.retryable = retryable;
+        self
+    }
+}
+
+/// Settings of a started worker, from its builder.
+pub(crate) struct Settings {
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) max_batch: usize,
+    pub(crate) kill_after_timeout: Option<Duration>,
+}
 
 /// A running worker process that answers requests of type `I` with responses of type `O`.
 ///
@@ -41,235 +75,48 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Dropping a `Worker` without [`shutdown`](Self::shutdown) kills the process and reaps it; the
 /// requests still in flight fail with [`RunError::ShutDown`].
 pub struct Worker<I, O> {
-    shared: Arc<Shared<O>>,
-    requests: IpcSender<ToWorker<I>>,
-    next_id: AtomicU64,
+    inner: Arc<Inner<I, O>>,
     build: BuildInfo,
-    shutdown_grace: Duration,
 }
 
 impl<I, O> fmt::Debug for Worker<I, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Worker")
-            .field("name", &self.shared.process.name)
-            .field("pid", &self.shared.process.pid())
+            .field("name", &self.inner.process.name)
+            .field("pid", &self.inner.process.pid())
             .field("build", &self.build)
             .finish_non_exhaustive()
     }
 }
 
-/// Configures and starts a [`Worker`]. Made by [`Worker::builder`].
-#[must_use = "a builder does nothing until started"]
-pub struct WorkerBuilder<I, O> {
-    name: String,
-    exe: Option<PathBuf>,
-    locate: Option<Locate>,
-    args: Vec<OsString>,
-    env: Vec<(OsString, OsString)>,
-    compat: Option<Compat>,
-    connect_timeout: Option<Duration>,
-    shutdown_grace: Duration,
-    forward_stderr: bool,
-    parallelism: Option<usize>,
-    types: PhantomData<fn(I) -> O>,
+/// Everything about one worker that its `Worker`, its replies, its reader thread and the timer
+/// share.
+pub(crate) struct Inner<I, O> {
+    process: Process,
+    /// The sending end of the app-to-worker channel (`Vec<Item<I>>` messages).
+    sender: OpaqueIpcSender,
+    outbox: Outbox<Item<I>>,
+    state: Mutex<State<O>>,
+    next_id: AtomicU64,
+    settings: Settings,
 }
 
-impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
-    /// Runs the worker from this executable instead of the app's own: a dedicated worker binary.
-    /// It takes precedence over [`binary`](Self::binary).
-    pub fn exe(mut self, path: impl Into<PathBuf>) -> Self {
-        self.exe = Some(path.into());
-        self
-    }
+struct State<O> {
+    phase: Phase,
+    /// Requests in flight.
+    slots: HashMap<u64, Arc<Slot<O>>>,
+    /// Requests that timed out and were cancelled, which the worker has not answered yet.
+    abandoned: HashSet<u64>,
+    /// Why the app killed the worker, when it did.
+    kill_reason: Option<String>,
+}
 
-    /// Runs the worker from the dedicated worker binary named `binary` (a cargo binary target's
-    /// name, without `.exe`), found when the worker starts in this order:
-    ///
-    /// 1. the path given to [`exe`](Self::exe), if any;
-    /// 2. the environment variable `BINCREW_EXE_<BINARY>` (the name in upper case, `-` as `_`);
-    /// 3. beside the app's own executable (the deployed layout), as `binary` or as
-    ///    `binary-<target-triple>` (the form bundlers use);
-    /// 4. `CARGO_BIN_EXE_<binary>`, which cargo sets for tests;
-    /// 5. in development, the cargo target dir of the app's workspace, found with `cargo
-    ///    metadata` (so it honours `CARGO_TARGET_DIR`), in the app's profile; with
-    ///    [`cargo_build`](Self::cargo_build) cargo first builds the binary's package when it is
-    ///    missing or older than its sources;
-    /// 6. `PATH`, only with [`search_path`](Self::search_path).
-    ///
-    /// Never the current directory. When it is nowhere, the start fails with
-    /// [`StartError::NotFound`] listing every place tried.
-    ///
-    /// When the app declares `binary` in `[package.metadata.bincrew] workers` and stamps its
-    /// build with bincrew-build, the default policy is [`Compat::Semver`] with the declared
-    /// requirement instead of [`Compat::SameBuild`].
-    pub fn binary(mut self, binary: impl Into<String>) -> Self {
-        self.locate = Some(Locate {
-            binary: binary.into(),
-            cargo_build: false,
-            search_path: false,
-        });
-        self
-    }
-
-    /// In development, lets [`binary`](Self::binary) run `cargo build` for the worker's package
-    /// before using the binary from the target dir (cargo does nothing when it is up to date).
-    pub fn cargo_build(mut self, build: bool) -> Self {
-        if let Some(locate) = &mut self.locate {
-            locate.cargo_build = build;
-        }
-        self
-    }
-
-    /// Lets [`binary`](Self::binary) search `PATH` when every other place failed.
-    pub fn search_path(mut self, search: bool) -> Self {
-        if let Some(locate) = &mut self.locate {
-            locate.search_path = search;
-        }
-        self
-    }
-
-    /// Adds a command-line argument for the worker process.
-    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
-        self.args.push(arg.into());
-        self
-    }
-
-    /// Sets an environment variable for the worker process (it inherits the app's others).
-    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
-        self.env.push((key.into(), value.into()));
-        self
-    }
-
-    /// What the worker must share with the app; [`Compat::SameBuild`] by default.
-    pub fn compat(mut self, compat: Compat) -> Self {
-        self.compat = Some(compat);
-        self
-    }
-
-    /// How long the worker has to complete the handshake before it is killed.
-    ///
-    /// Defaults to the `BINCREW_CONNECT_TIMEOUT` environment variable (seconds, or a number
-    /// followed by `s` or `ms`), or else 10 seconds.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
-        self
-    }
-
-    /// How long [`Worker::shutdown`] waits for the worker to exit before killing it (10 seconds
-    /// by default).
-    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
-        self.shutdown_grace = grace;
-        self
-    }
-
-    /// Whether the worker's stderr is copied to the app's stderr (the default). Its last 16 KiB
-    /// are kept for crash reports either way.
-    pub fn forward_stderr(mut self, forward: bool) -> Self {
-        self.forward_stderr = forward;
-        self
-    }
-
-    /// How many requests the worker process runs at once. Defaults to what the worker sets with
-    /// [`Workers::parallelism`](crate::Workers::parallelism), or else the machine's parallelism.
-    pub fn parallelism(mut self, requests: usize) -> Self {
-        self.parallelism = Some(requests.max(1));
-        self
-    }
-
-    /// Starts the worker and completes the handshake, waiting on a thread of [`blocking`]'s
-    /// pool.
-    ///
-    /// # Errors
-    ///
-    /// Every way the start can fail is a [`StartError`]; no process is left behind.
-    pub async fn start(self) -> Result<Worker<I, O>, StartError> {
-        blocking::unblock(move || self.start_blocking()).await
-    }
-
-    /// Same as [`start`](Self::start), blocking the calling thread.
-    ///
-    /// # Errors
-    ///
-    /// Same as [`start`](Self::start).
-    pub fn start_blocking(self) -> Result<Worker<I, O>, StartError> {
-        let mut compat = self.compat;
-        let (exe, program) = match (self.exe, &self.locate) {
-            (Some(exe), _) => (exe.clone(), exe),
-            (None, Some(locate)) => {
-                let app = crate::build::build_info();
-                let exe = locate.find(app).map_err(|tried| StartError::NotFound {
-                    worker: self.name.clone(),
-                    binary: locate.binary.clone(),
-                    tried,
-                })?;
-                if compat.is_none() {
-                    compat = app
-                        .and_then(|a| a.worker_requirement(&locate.binary))
-                        .map(|req| Compat::Semver(req.clone()));
-                }
-                (exe.clone(), exe)
-            }
-            (None, None) => {
-                let program = crate::os::self_exe().map_err(|source| StartError::Spawn {
-                    worker: self.name.clone(),
-                    exe: PathBuf::from("<current executable>"),
-                    source,
-                })?;
-                (
-                    std::env::current_exe().unwrap_or_else(|_| program.clone()),
-                    program,
-                )
-            }
-        };
-        let spec = Spec {
-            name: self.name,
-            exe,
-            program,
-            args: self.args,
-            env: self.env,
-            check: Check::App {
-                compat: compat.unwrap_or_default(),
-                request_type: std::any::type_name::<I>(),
-                response_type: std::any::type_name::<O>(),
-            },
-            connect_timeout: self.connect_timeout,
-            forward_stderr: self.forward_stderr,
-            parallelism: self.parallelism,
-        };
-        let Started::Connected(connected) = process::start(&spec)? else {
-            return Err(StartError::Handshake {
-                worker: spec.name,
-                exe: spec.exe,
-                reason: "it listed its workers instead of serving".into(),
-            });
-        };
-        let receiver: IpcReceiver<ToApp<O>> = connected.receiver.to();
-        let shared = Arc::new(Shared {
-            process: connected.process,
-            state: Mutex::new(State {
-                phase: Phase::Running,
-                slots: HashMap::new(),
-            }),
-        });
-        let reader_shared = shared.clone();
-        let reader = thread::Builder::new()
-            .name(format!("bincrew-reader-{}", spec.name))
-            .spawn(move || read_loop(reader_shared, receiver));
-        if let Err(source) = reader {
-            shared.process.kill_and_reap();
-            return Err(StartError::Ipc {
-                worker: spec.name,
-                source,
-            });
-        }
-        Ok(Worker {
-            shared,
-            requests: connected.requests.to(),
-            next_id: AtomicU64::new(0),
-            build: connected.build,
-            shutdown_grace: self.shutdown_grace,
-        })
-    }
+enum Phase {
+    Running,
+    ShuttingDown,
+    Crashed(Arc<WorkerCrashError>),
+    /// The `Worker` was dropped.
+    Closed,
 }
 
 impl<I: IpcValue, O: IpcValue> Worker<I, O> {
@@ -307,46 +154,80 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
     }
 
     /// A builder for worker `name`, to set a dedicated binary, arguments, environment,
-    /// [`Compat`] policy or timeouts.
+    /// [`Compat`](crate::Compat) policy or timeouts.
     ///
     /// ```no_run
     /// # fn demo() -> Result<(), bincrew::StartError> {
     /// use std::time::Duration;
     /// let worker = bincrew::Worker::<Vec<u8>, u64>::builder("hash")
-    ///     .exe("/opt/app/hasher")
+    ///     .binary("hasher")
     ///     .compat(bincrew::Compat::SameVersion)
     ///     .connect_timeout(Duration::from_secs(5))
     ///     .start_blocking()?;
     /// # Ok(()) }
     /// ```
     pub fn builder(name: impl Into<String>) -> WorkerBuilder<I, O> {
-        WorkerBuilder {
-            name: name.into(),
-            exe: None,
-            locate: None,
-            args: Vec::new(),
-            env: Vec::new(),
-            compat: None,
-            connect_timeout: None,
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            forward_stderr: true,
-            parallelism: None,
-            types: PhantomData,
-        }
+        WorkerBuilder::new(name.into())
     }
 
-    /// Sends a request and returns a future of its response.
+    /// Wraps a worker that completed the handshake, and starts its reader thread.
+    pub(crate) fn connected(
+        name: String,
+        connected: Connected,
+        settings: Settings,
+    ) -> Result<Self, StartError> {
+        let receiver: IpcReceiver<ToApp<O>> = connected.receiver.to();
+        let inner = Arc::new(Inner {
+            process: connected.process,
+            sender: connected.requests,
+            outbox: Outbox::new(settings.max_batch),
+            state: Mutex::new(State {
+                phase: Phase::Running,
+                slots: HashMap::new(),
+                abandoned: HashSet::new(),
+                kill_reason: None,
+            }),
+            next_id: AtomicU64::new(0),
+            settings,
+        });
+        let reader_inner = inner.clone();
+        let reader = thread::Builder::new()
+            .name(format!("bincrew-reader-{name}"))
+            .spawn(move || reader_inner.read(receiver));
+        if let Err(source) = reader {
+            inner.process.kill_and_reap();
+            return Err(StartError::Ipc {
+                worker: name,
+                source,
+            });
+        }
+        Ok(Worker {
+            inner,
+            build: connected.build,
+        })
+    }
+
+    /// Queues a request and returns its reply: a future of the response, or
+    /// [`Reply::wait`] to block for it.
     ///
-    /// The request is sent before `run` returns; the future only waits. Dropping the future
-    /// discards the response when it comes. Call `run` many times before awaiting to have many
-    /// requests in flight; responses come back in the order the worker finishes them.
+    /// Requests go out when their reply is first polled or waited on, together with everything
+    /// queued by then (and at once when a full batch is queued), so call `run` many times before
+    /// awaiting to have many requests in flight. Responses come back in the order the worker
+    /// finishes them. Dropping a reply cancels its request: it is not sent if it was still
+    /// queued, and otherwise the worker is told to give it up (see [`RequestArgs::is_cancelled`](crate::RequestArgs::is_cancelled)).
     ///
-    /// The future fails with [`RunError::Crashed`] if the worker dies before answering.
+    /// The reply fails with [`RunError::Crashed`] if the worker dies before answering.
     pub fn run(&self, request: I) -> Reply<O> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.run_with(request, RunOptions::default())
+    }
+
+    /// Same as [`run`](Self::run), with a timeout.
+    pub fn run_with(&self, request: I, options: RunOptions) -> Reply<O> {
+        let inner = &self.inner;
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(Slot::new());
         {
-            let mut state = lock(&self.shared.state);
+            let mut state = lock(&inner.state);
             match &state.phase {
                 Phase::Running => {
                     state.slots.insert(id, slot.clone());
@@ -354,28 +235,24 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
                 Phase::Crashed(report) => {
                     return Reply::done(Err(RunError::Crashed(report.clone())))
                 }
-                Phase::ShuttingDown | Phase::Closed => return Reply::done(Err(self.shut_down())),
+                Phase::ShuttingDown | Phase::Closed => return Reply::done(Err(inner.shut_down())),
             }
         }
-        match self.requests.send(ToWorker::Request { id, request }) {
-            Ok(()) => {}
-            Err(IpcError::SerializationError(e)) => {
-                lock(&self.shared.state).slots.remove(&id);
-                return Reply::done(Err(RunError::Encode {
-                    worker: self.shared.process.name.clone(),
-                    reason: e.to_string(),
-                }));
-            }
-            // The worker is gone: the reader thread fails the slot with the crash report.
-            Err(e) => {
-                tracing::debug!(worker = %self.shared.process.name, error = %e, "request not sent")
-            }
+        if inner.outbox.push(Item::Request { id, request }) {
+            inner.flush();
         }
-        Reply {
-            slot: Some(slot),
-            owner: Some((self.shared.clone(), id)),
-            done: None,
+        if let Some(timeout) = options.timeout {
+            let weak: Weak<Inner<I, O>> = Arc::downgrade(inner);
+            crate::timer::schedule(
+                Instant::now() + timeout,
+                Box::new(move || {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.expire(id, timeout);
+                    }
+                }),
+            );
         }
+        Reply::pending(slot, id, inner.clone())
     }
 
     /// Same as [`run`](Self::run), blocking the calling thread until the response comes.
@@ -396,10 +273,9 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
     /// [`ShutdownError::Crashed`] if the worker died while draining (or had crashed before),
     /// [`ShutdownError::Killed`] if it did not exit in time.
     pub async fn shutdown(&self) -> Result<(), ShutdownError> {
-        self.begin_shutdown()?;
-        let shared = self.shared.clone();
-        let grace = self.shutdown_grace;
-        blocking::unblock(move || shared.wait_shutdown(grace)).await
+        self.inner.begin_shutdown()?;
+        let inner = self.inner.clone();
+        blocking::unblock(move || inner.wait_shutdown()).await
     }
 
     /// Same as [`shutdown`](Self::shutdown), blocking the calling thread.
@@ -408,51 +284,42 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
     ///
     /// Same as [`shutdown`](Self::shutdown).
     pub fn shutdown_blocking(&self) -> Result<(), ShutdownError> {
-        self.begin_shutdown()?;
-        self.shared.wait_shutdown(self.shutdown_grace)
-    }
-
-    fn begin_shutdown(&self) -> Result<(), ShutdownError> {
-        let send = {
-            let mut state = lock(&self.shared.state);
-            match &state.phase {
-                Phase::Running => {
-                    state.phase = Phase::ShuttingDown;
-                    true
-                }
-                Phase::Crashed(report) => return Err(ShutdownError::Crashed(report.clone())),
-                Phase::ShuttingDown | Phase::Closed => false,
-            }
-        };
-        if send {
-            // A failed send means the worker is already gone; waiting tells how it ended.
-            let _ = self.requests.send(ToWorker::Shutdown);
-        }
-        Ok(())
-    }
-
-    fn shut_down(&self) -> RunError {
-        RunError::ShutDown {
-            worker: self.shared.process.name.clone(),
-        }
+        self.inner.begin_shutdown()?;
+        self.inner.wait_shutdown()
     }
 
     /// The crash report, once the worker has died unexpectedly.
     pub fn crash_error(&self) -> Option<Arc<WorkerCrashError>> {
-        match &lock(&self.shared.state).phase {
+        match &lock(&self.inner.state).phase {
             Phase::Crashed(report) => Some(report.clone()),
             _ => None,
         }
     }
 
+    /// Whether the worker takes requests: not crashed, not shutting down.
+    pub fn is_running(&self) -> bool {
+        matches!(lock(&self.inner.state).phase, Phase::Running)
+    }
+
+    /// How many requests are in flight (sent or queued, not yet answered).
+    pub fn in_flight(&self) -> usize {
+        lock(&self.inner.state).slots.len()
+    }
+
+    /// Kills the worker process now. Requests in flight fail with [`RunError::Crashed`], whose
+    /// report says the app killed it and why.
+    pub fn kill(&self, reason: &str) {
+        self.inner.kill(reason.to_owned());
+    }
+
     /// The worker's process id.
     pub fn id(&self) -> u32 {
-        self.shared.process.pid()
+        self.inner.process.pid()
     }
 
     /// The worker's name.
     pub fn name(&self) -> &str {
-        &self.shared.process.name
+        &self.inner.process.name
     }
 
     /// The worker binary's identity, as it reported it in the handshake.
@@ -464,89 +331,109 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
 impl<I, O> Drop for Worker<I, O> {
     fn drop(&mut self) {
         let leftover = {
-            let mut state = lock(&self.shared.state);
+            let mut state = lock(&self.inner.state);
             if matches!(state.phase, Phase::Running | Phase::ShuttingDown) {
                 state.phase = Phase::Closed;
             }
             std::mem::take(&mut state.slots)
         };
-        let name = &self.shared.process.name;
         for slot in leftover.into_values() {
-            slot.complete(Err(RunError::ShutDown {
-                worker: name.clone(),
-            }));
+            slot.complete(Err(self.inner.shut_down()));
         }
         // Kill and reap: no zombie is left, whatever state the worker is in.
-        self.shared.process.kill_and_reap();
+        self.inner.process.kill_and_reap();
     }
 }
 
-/// What the app and the reader thread share about one worker.
-struct Shared<O> {
-    process: Process,
-    state: Mutex<State<O>>,
-}
-
-struct State<O> {
-    phase: Phase,
-    slots: HashMap<u64, Arc<Slot<O>>>,
-}
-
-enum Phase {
-    Running,
-    ShuttingDown,
-    Crashed(Arc<WorkerCrashError>),
-    /// The `Worker` was dropped.
-    Closed,
-}
-
-impl<O> Shared<O> {
-    /// Called by the reader thread when the worker's channel ends, cleanly or not.
-    fn finish(&self, protocol_error: Option<String>) {
-        let shutting_down = match lock(&self.state).phase {
-            Phase::Closed | Phase::Crashed(_) => return,
-            Phase::ShuttingDown => true,
-            Phase::Running => false,
-        };
-        if protocol_error.is_some() {
-            self.process.kill();
+impl<I, O> Inner<I, O> {
+    fn shut_down(&self) -> RunError {
+        RunError::ShutDown {
+            worker: self.process.name.clone(),
         }
-        let mut protocol_error = protocol_error;
-        let exit = match self.process.wait_deadline(Instant::now() + EXIT_GRACE) {
-            Some(exit) => Some(exit),
-            None => {
-                protocol_error
-                    .get_or_insert_with(|| "it closed its channel but kept running".into());
-                self.process.kill();
-                self.process.wait()
-            }
-        };
-        if shutting_down && protocol_error.is_none() && exit.is_some_and(|e| e.success()) {
-            // A clean exit after a shutdown: requests sent after it fail as shut down.
-            let leftover = std::mem::take(&mut lock(&self.state).slots);
-            for slot in leftover.into_values() {
-                slot.complete(Err(RunError::ShutDown {
-                    worker: self.process.name.clone(),
-                }));
-            }
+    }
+
+    /// Kills the process; the reader thread then reports the crash with `reason`.
+    fn kill(&self, reason: String) {
+        lock(&self.state).kill_reason.get_or_insert(reason);
+        self.process.kill();
+    }
+}
+
+impl<I: IpcValue, O: IpcValue> Link<O> for Inner<I, O> {
+    fn flush(&self) {
+        Inner::flush(self);
+    }
+
+    fn abandon(&self, id: u64) {
+        // Still queued: it is simply never sent.
+        if self
+            .outbox
+            .take(|item| matches!(item, Item::Request { id: queued, .. } if *queued == id))
+            .is_some()
+        {
+            lock(&self.state).slots.remove(&id);
             return;
         }
-        let report = Arc::new(self.process.crash_report(exit, protocol_error));
-        let leftover = {
-            let mut state = lock(&self.state);
-            if matches!(state.phase, Phase::Closed) {
-                return;
-            }
-            state.phase = Phase::Crashed(report.clone());
-            std::mem::take(&mut state.slots)
-        };
-        tracing::warn!(worker = %self.process.name, "{report}");
-        for slot in leftover.into_values() {
-            slot.complete(Err(RunError::Crashed(report.clone())));
+        let sent = lock(&self.state).slots.remove(&id).is_some();
+        if sent {
+            self.outbox.push(Item::Cancel(id));
+            self.flush();
         }
     }
+}
 
-    fn wait_shutdown(&self, grace: Duration) -> Result<(), ShutdownError> {
+impl<I: IpcValue, O: IpcValue> Inner<I, O> {
+    /// Sends what is queued; see `batch.rs`.
+    fn flush(&self) {
+        self.outbox.flush(|batch| {
+            let sender: IpcSender<ItemsRef<'_, I>> = self.sender.clone().to();
+            match sender.send(ItemsRef(batch)) {
+                Ok(()) => {}
+                Err(IpcError::SerializationError(e)) => {
+                    // Nothing was sent; fail the batch's requests rather than guess which one.
+                    let reason = e.to_string();
+                    let mut state = lock(&self.state);
+                    let slots: Vec<_> = batch
+                        .iter()
+                        .filter_map(|item| match item {
+                            Item::Request { id, .. } => state.slots.remove(id),
+                            _ => None,
+                        })
+                        .collect();
+                    drop(state);
+                    for slot in slots {
+                        slot.complete(Err(RunError::Encode {
+                            worker: self.process.name.clone(),
+                            reason: reason.clone(),
+                        }));
+                    }
+                }
+                // The worker is gone: the reader thread fails the requests with the crash report.
+                Err(e) => {
+                    tracing::debug!(worker = %self.process.name, error = %e, "requests not sent")
+                }
+            }
+        });
+    }
+
+    fn begin_shutdown(&self) -> Result<(), ShutdownError> {
+        {
+            let mut state = lock(&self.state);
+            match &state.phase {
+                Phase::Running => state.phase = Phase::ShuttingDown,
+                Phase::Crashed(report) => return Err(ShutdownError::Crashed(report.clone())),
+                Phase::ShuttingDown | Phase::Closed => return Ok(()),
+            }
+        }
+        // After every request queued before it. A failed send means the worker is already gone;
+        // waiting tells how it ended.
+        self.outbox.push(Item::Shutdown);
+        self.flush();
+        Ok(())
+    }
+
+    fn wait_shutdown(&self) -> Result<(), ShutdownError> {
+        let grace = self.settings.shutdown_grace;
         match self.process.wait_deadline(Instant::now() + grace) {
             Some(exit) if exit.success() => Ok(()),
             Some(exit) => {
@@ -567,157 +454,136 @@ impl<O> Shared<O> {
             }
         }
     }
-}
 
-/// The reader thread: completes replies until the worker's channel ends.
-fn read_loop<O: IpcValue>(shared: Arc<Shared<O>>, receiver: IpcReceiver<ToApp<O>>) {
-    let protocol_error = loop {
-        match receiver.recv() {
-            Ok(ToApp::Response { id, response }) => {
-                let slot = lock(&shared.state).slots.remove(&id);
-                if let Some(slot) = slot {
-                    slot.complete(Ok(response));
-                }
-            }
-            Ok(ToApp::EncodeFailed { id, reason }) => {
-                let slot = lock(&shared.state).slots.remove(&id);
-                if let Some(slot) = slot {
-                    slot.complete(Err(RunError::Encode {
-                        worker: shared.process.name.clone(),
-                        reason: format!("the worker cannot encode its response: {reason}"),
-                    }));
-                }
-            }
-            Ok(ToApp::Panicked { message, location }) => {
-                shared.process.record_panic(message, location)
-            }
-            Err(IpcError::Disconnected) => break None,
-            Err(IpcError::SerializationError(e)) => {
-                break Some(format!("it sent a message that does not decode: {e}"))
-            }
-            Err(IpcError::Io(e)) => break Some(format!("reading its channel failed: {e}")),
-        }
-    };
-    drop(receiver);
-    shared.finish(protocol_error);
-}
-
-type SlotState<O> = (Option<Result<O, RunError>>, Option<Waker>);
-
-/// Where the reader thread puts a response for the [`Reply`] waiting on it.
-struct Slot<O> {
-    /// The result once it came, and the waker of the task awaiting it.
-    state: Mutex<SlotState<O>>,
-    filled: Condvar,
-}
-
-impl<O> Slot<O> {
-    fn new() -> Self {
-        Slot {
-            state: Mutex::new((None, None)),
-            filled: Condvar::new(),
-        }
-    }
-
-    fn complete(&self, result: Result<O, RunError>) {
-        let waker = {
+    /// The timer's action when request `id` is not answered within `timeout`.
+    fn expire(self: &Arc<Self>, id: u64, timeout: Duration) {
+        let slot = {
             let mut state = lock(&self.state);
-            state.0 = Some(result);
-            state.1.take()
-        };
-        self.filled.notify_all();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-}
-
-/// The response to one request: a future, or [`wait`](Self::wait) for it blocking.
-///
-/// Made by [`Worker::run`]. It is `Send + 'static` and does not borrow the worker. Dropping it
-/// before the response comes discards the response.
-#[must_use = "the response is lost unless the reply is awaited or waited on"]
-pub struct Reply<O> {
-    slot: Option<Arc<Slot<O>>>,
-    /// Where to deregister the request if the reply is dropped unanswered.
-    owner: Option<(Arc<Shared<O>>, u64)>,
-    done: Option<Result<O, RunError>>,
-}
-
-impl<O> Reply<O> {
-    fn done(result: Result<O, RunError>) -> Self {
-        Reply {
-            slot: None,
-            owner: None,
-            done: Some(result),
-        }
-    }
-
-    /// Blocks the calling thread until the response comes.
-    ///
-    /// # Errors
-    ///
-    /// Same as awaiting the reply.
-    pub fn wait(mut self) -> Result<O, RunError> {
-        if let Some(result) = self.done.take() {
-            return result;
-        }
-        let slot = self.slot.take().expect("a pending reply has a slot");
-        self.owner = None;
-        let mut state = lock(&slot.state);
-        loop {
-            if let Some(result) = state.0.take() {
-                return result;
+            let slot = state.slots.remove(&id);
+            if slot.is_some() {
+                state.abandoned.insert(id);
             }
-            state = slot
-                .filled
-                .wait(state)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-    }
-}
-
-// The response is only ever moved out, never pinned in place.
-impl<O> Unpin for Reply<O> {}
-
-impl<O> Future for Reply<O> {
-    type Output = Result<O, RunError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        if let Some(result) = this.done.take() {
-            return Poll::Ready(result);
-        }
-        let Some(slot) = &this.slot else {
-            panic!("Reply polled after it completed");
+            slot
         };
-        let mut state = lock(&slot.state);
-        if let Some(result) = state.0.take() {
-            drop(state);
-            this.slot = None;
-            this.owner = None;
-            return Poll::Ready(result);
+        let Some(slot) = slot else {
+            return;
+        };
+        slot.complete(Err(RunError::TimedOut {
+            worker: self.process.name.clone(),
+            timeout,
+        }));
+        self.outbox.push(Item::Cancel(id));
+        self.flush();
+        if let Some(grace) = self.settings.kill_after_timeout {
+            let weak = Arc::downgrade(self);
+            crate::timer::schedule(
+                Instant::now() + grace,
+                Box::new(move || {
+                    let Some(inner) = weak.upgrade() else {
+                        return;
+                    };
+                    let ignored = {
+                        let state = lock(&inner.state);
+                        matches!(state.phase, Phase::Running | Phase::ShuttingDown)
+                            && state.abandoned.contains(&id)
+                    };
+                    if ignored {
+                        inner.kill(format!(
+                            "request {id} timed out after {timeout:?} and its handler did not give it up within {grace:?}"
+                        ));
+                    }
+                }),
+            );
         }
-        match &state.1 {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => state.1 = Some(cx.waker().clone()),
-        }
-        Poll::Pending
     }
-}
 
-impl<O> Drop for Reply<O> {
-    fn drop(&mut self) {
-        if let Some((shared, id)) = self.owner.take() {
-            lock(&shared.state).slots.remove(&id);
+    /// The reader thread: completes replies until the worker's channel ends.
+    fn read(self: Arc<Self>, receiver: IpcReceiver<ToApp<O>>) {
+        let protocol_error = loop {
+            match receiver.recv() {
+                Ok(ToApp::Answers(answers)) => self.answer(answers),
+                Ok(ToApp::Panicked { message, location }) => {
+                    self.process.record_panic(message, location)
+                }
+                Err(IpcError::Disconnected) => break None,
+                Err(IpcError::SerializationError(e)) => {
+                    break Some(format!("it sent a message that does not decode: {e}"))
+                }
+                Err(IpcError::Io(e)) => break Some(format!("reading its channel failed: {e}")),
+            }
+        };
+        drop(receiver);
+        self.finish(protocol_error);
+    }
+
+    fn answer(&self, answers: Vec<Answer<O>>) {
+        let mut done = Vec::with_capacity(answers.len());
+        {
+            let mut state = lock(&self.state);
+            for answer in answers {
+                let id = answer.id();
+                state.abandoned.remove(&id);
+                if let Some(slot) = state.slots.remove(&id) {
+                    done.push((slot, answer));
+                }
+            }
+        }
+        for (slot, answer) in done {
+            slot.complete(match answer {
+                Answer::Done { response, .. } => Ok(response),
+                Answer::EncodeFailed { reason, .. } => Err(RunError::Encode {
+                    worker: self.process.name.clone(),
+                    reason: format!("the worker cannot encode its response: {reason}"),
+                }),
+                // Only requests the app gave up on are cancelled: their slots are gone.
+                Answer::Cancelled { .. } => Err(self.shut_down()),
+            });
         }
     }
-}
 
-impl<O> fmt::Debug for Reply<O> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reply")
-            .field("id", &self.owner.as_ref().map(|(_, id)| id))
-            .finish_non_exhaustive()
+    /// Called by the reader thread when the worker's channel ends, cleanly or not.
+    fn finish(&self, protocol_error: Option<String>) {
+        let shutting_down = match lock(&self.state).phase {
+            Phase::Closed | Phase::Crashed(_) => return,
+            Phase::ShuttingDown => true,
+            Phase::Running => false,
+        };
+        if protocol_error.is_some() {
+            self.process.kill();
+        }
+        let mut killed_by_app = protocol_error
+            .map(|e| format!("it broke the protocol: {e}"))
+            .or_else(|| lock(&self.state).kill_reason.clone());
+        let exit = match self.process.wait_deadline(Instant::now() + EXIT_GRACE) {
+            Some(exit) => Some(exit),
+            None => {
+                killed_by_app.get_or_insert_with(|| {
+                    "it broke the protocol: it closed its channel but kept running".into()
+                });
+                self.process.kill();
+                self.process.wait()
+            }
+        };
+        if shutting_down && killed_by_app.is_none() && exit.is_some_and(|e| e.success()) {
+            // A clean exit after a shutdown: requests sent after it fail as shut down.
+            let leftover = std::mem::take(&mut lock(&self.state).slots);
+            for slot in leftover.into_values() {
+                slot.complete(Err(self.shut_down()));
+            }
+            return;
+        }
+        let report = Arc::new(self.process.crash_report(exit, killed_by_app));
+        let leftover = {
+            let mut state = lock(&self.state);
+            if matches!(state.phase, Phase::Closed) {
+                return;
+            }
+            state.phase = Phase::Crashed(report.clone());
+            std::mem::take(&mut state.slots)
+        };
+        tracing::warn!(worker = %self.process.name, "{report}");
+        for slot in leftover.into_values() {
+            slot.complete(Err(RunError::Crashed(report.clone())));
+        }
     }
 }

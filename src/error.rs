@@ -70,9 +70,10 @@ pub struct WorkerCrashError {
     pub panic_location: Option<String>,
     /// The last lines the worker wrote to stderr (at most 16 KiB).
     pub stderr_tail: String,
-    /// Set when the app ended the worker because it broke the protocol (sent a message that does
-    /// not decode, or closed its channel while alive).
-    pub protocol_error: Option<String>,
+    /// Why the app killed the worker, when it did: it broke the protocol (sent a message that
+    /// does not decode, or closed its channel while alive), it did not give up a timed-out
+    /// request, or [`Worker::kill`](crate::Worker::kill) was called.
+    pub killed_by_app: Option<String>,
 }
 
 impl WorkerCrashError {
@@ -95,8 +96,8 @@ impl WorkerCrashError {
 impl fmt::Display for WorkerCrashError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "worker `{}` (pid {}) ", self.worker, self.pid)?;
-        if let Some(err) = &self.protocol_error {
-            write!(f, "broke the protocol and was killed: {err}")?;
+        if let Some(reason) = &self.killed_by_app {
+            write!(f, "was killed by the app: {reason}")?;
         } else if let Some(msg) = &self.panic_message {
             write!(f, "panicked: {msg}")?;
             if let Some(loc) = &self.panic_location {
@@ -330,6 +331,14 @@ pub enum RunError {
     ShutDown {
         /// The worker's name.
         worker: String,
+    },
+    /// The request was not answered within its timeout; the worker was told to give it up.
+    #[error("worker `{worker}` did not answer within {timeout:?}")]
+    TimedOut {
+        /// The worker's name.
+        worker: String,
+        /// The timeout.
+        timeout: Duration,
     },
     /// The request could not be encoded; it was not sent.
     #[error("cannot encode the request for worker `{worker}`: {reason}")]

@@ -48,14 +48,18 @@
 #![allow(clippy::needless_doctest_main)]
 
 mod app;
+mod batch;
 mod build;
+mod builder;
 mod error;
 mod hello;
 mod locate;
 mod probe;
 mod process;
 mod protocol;
+mod reply;
 mod serve;
+mod timer;
 
 #[cfg(unix)]
 #[path = "os/unix.rs"]
@@ -64,12 +68,14 @@ mod os;
 #[path = "os/other.rs"]
 mod os;
 
-pub use app::{Reply, Worker, WorkerBuilder};
+pub use app::{RunOptions, Worker};
 pub use build::{build_info, BuildInfo, Compat};
+pub use builder::WorkerBuilder;
 pub use error::{
     ExitInfo, MismatchKind, RunError, ShutdownError, StartError, VersionMismatch, WorkerCrashError,
 };
 pub use probe::{probe_binary, probe_worker, BinaryProbe, WorkerProbe};
+pub use reply::Reply;
 pub use serve::{run_worker, run_worker_blocking, RequestArgs, Workers};
 
 pub use ipc_channel::ipc::{

@@ -9,7 +9,7 @@ use ipc_channel::ipc::IpcSender;
 use crate::build::BuildInfo;
 use crate::error::{ExitInfo, StartError};
 use crate::process::{self, Check, Spec, Started};
-use crate::protocol::ToWorker;
+use crate::protocol::{Item, ItemsRef};
 
 /// The worker name a probe asks for, which no binary serves: the binary answers with the names
 /// it does serve.
@@ -102,13 +102,13 @@ pub fn probe_worker(exe: &Path, name: &str, timeout: Duration) -> Result<WorkerP
         }
     };
     // `Shutdown` does not involve the request type: any view of the channel encodes it alike.
-    let requests: IpcSender<ToWorker<()>> = connected.requests.to();
+    let requests: IpcSender<ItemsRef<'_, ()>> = connected.requests.to();
     let failed = |reason: String| StartError::Handshake {
         worker: name.to_owned(),
         exe: PathBuf::from(exe),
         reason,
     };
-    if let Err(e) = requests.send(ToWorker::Shutdown) {
+    if let Err(e) = requests.send(ItemsRef(&[Item::Shutdown])) {
         connected.process.kill_and_reap();
         return Err(failed(format!("cannot ask it to shut down: {e}")));
     }

@@ -506,7 +506,7 @@ impl Process {
     pub(crate) fn crash_report(
         &self,
         exit: Option<ExitInfo>,
-        protocol_error: Option<String>,
+        killed_by_app: Option<String>,
     ) -> WorkerCrashError {
         let (panic_message, panic_location) = match lock(&self.panic).clone() {
             Some((message, location)) => (Some(message), location),
@@ -519,7 +519,7 @@ impl Process {
             panic_message,
             panic_location,
             stderr_tail: self.stderr.tail(STDERR_GRACE),
-            protocol_error,
+            killed_by_app,
         }
     }
 }

@@ -8,10 +8,11 @@
 //! The process never returns into the executable's own `main`: it exits when the app shuts it
 //! down, when the app goes away, or right after telling the app it serves no such worker.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
@@ -19,10 +20,11 @@ use std::thread;
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use ipc_channel::IpcError;
 
+use crate::batch::{Outbox, DEFAULT_MAX_BATCH};
 use crate::build::build_info;
 use crate::hello::{Hello, RawBytes, Status};
 use crate::process::{lock, PARALLELISM_ENV, SERVER_ENV, TOKEN_ENV, WORKER_ENV};
-use crate::protocol::{Ready, ToApp, ToWorker};
+use crate::protocol::{Answer, Item, Ready, ToAppRef};
 use crate::IpcValue;
 
 /// Identifies executables that serve workers (see `process::looks_like_worker`).
@@ -41,12 +43,21 @@ pub struct RequestArgs<I> {
     /// The request.
     pub request: I,
     id: u64,
+    cancelled: Arc<AtomicBool>,
 }
 
 impl<I> RequestArgs<I> {
     /// The request's id, unique among the requests of one worker process.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Whether the app gave up on this request: its reply was dropped or it timed out. The
+    /// answer will be thrown away, so a long handler should check this now and then and return
+    /// early (with any value). The app may kill a worker whose handler ignores it (see
+    /// [`WorkerBuilder::kill_after_timeout`](crate::WorkerBuilder::kill_after_timeout)).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
     }
 }
 
@@ -354,7 +365,7 @@ fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler<I, O>) {
         mut hello,
         parallelism,
     } = session;
-    let (requests, request_rx) = match ipc::channel::<ToWorker<I>>() {
+    let (requests, request_rx) = match ipc::channel::<Vec<Item<I>>>() {
         Ok(pair) => pair,
         Err(e) => exit_with(
             EXIT_CANNOT_SERVE,
@@ -375,63 +386,189 @@ fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler<I, O>) {
     if let Err(e) = connection.send(ready) {
         exit_with(EXIT_CANNOT_SERVE, &format!("cannot send `Ready`: {e}"));
     }
-    let responses: IpcSender<ToApp<O>> = connection.to_opaque().to();
-    // `Panicked` does not involve `O`: this view of the channel encodes it identically and is
-    // `Sync`, as a panic hook must be.
-    install_panic_hook(responses.clone().to_opaque().to());
+    let answers = connection.to_opaque();
+    install_panic_hook(answers.clone().to());
 
-    let queue = Arc::new(Queue::new());
-    let threads: Vec<_> = (0..parallelism)
-        .filter_map(|i| {
-            let queue = queue.clone();
-            let handler = handler.clone();
-            let responses = responses.clone();
+    let loop_ = Arc::new(Loop {
+        handler,
+        receiver: Mutex::new(request_rx),
+        answers,
+        outbox: Outbox::new(DEFAULT_MAX_BATCH),
+        jobs: Mutex::new(Jobs {
+            queue: VecDeque::new(),
+            running: HashMap::new(),
+            receiving: false,
+            closed: false,
+        }),
+        changed: Condvar::new(),
+        parallelism,
+    });
+    // One thread more than the parallelism: while `parallelism` handlers run, one thread still
+    // reads messages, so cancellations and the shutdown request get through.
+    let started = (0..=parallelism)
+        .filter(|i| {
+            let loop_ = loop_.clone();
             thread::Builder::new()
                 .name(format!("bincrew-handler-{i}"))
-                .spawn(move || handle_requests(&queue, &*handler, &responses))
-                .ok()
+                .spawn(move || loop_.work())
+                .is_ok()
         })
-        .collect();
-    if threads.is_empty() {
-        exit_with(EXIT_CANNOT_SERVE, "cannot start any handler thread");
+        .count();
+    if started < 2 {
+        exit_with(EXIT_CANNOT_SERVE, "cannot start the handler threads");
     }
-    read_requests(&request_rx, &queue);
-    // Graceful shutdown: the handler threads finish what is queued, then the process exits.
-    queue.close();
-    for thread in threads {
-        let _ = thread.join();
+    // Graceful shutdown: once the app asked for it and every request is answered, exit.
+    let mut jobs = lock(&loop_.jobs);
+    while !(jobs.closed && jobs.queue.is_empty() && jobs.running.is_empty()) {
+        jobs = loop_
+            .changed
+            .wait(jobs)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
     }
+    drop(jobs);
+    loop_.outbox.drain(|batch| loop_.send_answers(batch));
     std::process::exit(0);
 }
 
-/// Reads requests until the app asks for a shutdown; exits the process if the app goes away.
-fn read_requests<I: IpcValue>(request_rx: &IpcReceiver<ToWorker<I>>, queue: &Queue<I>) {
-    loop {
-        match request_rx.recv() {
-            Ok(ToWorker::Request { id, request }) => queue.push(id, request),
-            Ok(ToWorker::Shutdown) => return,
-            // The app is gone: nobody is waiting for answers.
-            Err(IpcError::Disconnected) => std::process::exit(0),
-            Err(e) => exit_with(
-                EXIT_PROTOCOL,
-                &format!("cannot read a message from the app: {e}"),
-            ),
-        }
-    }
+/// What the threads of a worker process share.
+struct Loop<I, O> {
+    handler: Handler<I, O>,
+    /// Read by one thread at a time: the one that is `receiving`.
+    receiver: Mutex<IpcReceiver<Vec<Item<I>>>>,
+    /// The worker-to-app channel.
+    answers: ipc_channel::ipc::OpaqueIpcSender,
+    outbox: Outbox<Answer<O>>,
+    jobs: Mutex<Jobs<I>>,
+    changed: Condvar,
+    parallelism: usize,
 }
 
-fn handle_requests<I, O: IpcValue>(
-    queue: &Queue<I>,
-    handler: &(dyn Fn(RequestArgs<I>) -> O + Send + Sync),
-    responses: &IpcSender<ToApp<O>>,
-) {
-    while let Some((id, request)) = queue.pop() {
-        let response = handler(RequestArgs { request, id });
-        match responses.send(ToApp::Response { id, response }) {
+struct Jobs<I> {
+    /// Requests received and not started.
+    queue: VecDeque<(u64, I)>,
+    /// The cancellation flags of the requests being handled.
+    running: HashMap<u64, Arc<AtomicBool>>,
+    /// A thread is reading the channel.
+    receiving: bool,
+    /// The app asked for a shutdown.
+    closed: bool,
+}
+
+enum Next<I> {
+    Handle(u64, I, Arc<AtomicBool>),
+    Receive,
+    Stop,
+}
+
+impl<I: IpcValue, O: IpcValue> Loop<I, O> {
+    /// One thread's life: handle a queued request when a handler slot is free, else read the
+    /// channel if nobody is, else wait. The thread that reads a request usually handles it
+    /// itself, so a request reaches its handler without a hand-off between threads.
+    fn work(&self) {
+        loop {
+            let next = {
+                let mut jobs = lock(&self.jobs);
+                loop {
+                    if !jobs.queue.is_empty() && jobs.running.len() < self.parallelism {
+                        if let Some((id, request)) = jobs.queue.pop_front() {
+                            let cancelled = Arc::new(AtomicBool::new(false));
+                            jobs.running.insert(id, cancelled.clone());
+                            break Next::Handle(id, request, cancelled);
+                        }
+                    }
+                    if jobs.closed && jobs.queue.is_empty() && jobs.running.is_empty() {
+                        break Next::Stop;
+                    }
+                    if !jobs.receiving {
+                        jobs.receiving = true;
+                        break Next::Receive;
+                    }
+                    jobs = self
+                        .changed
+                        .wait(jobs)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            };
+            match next {
+                Next::Handle(id, request, cancelled) => self.handle(id, request, cancelled),
+                Next::Receive => self.receive(),
+                Next::Stop => return,
+            }
+        }
+    }
+
+    fn handle(&self, id: u64, request: I, cancelled: Arc<AtomicBool>) {
+        let response = (self.handler)(RequestArgs {
+            request,
+            id,
+            cancelled,
+        });
+        // Queued before the request stops counting as running, so a shutdown waits for it.
+        self.outbox.push(Answer::Done { id, response });
+        lock(&self.jobs).running.remove(&id);
+        self.changed.notify_all();
+        self.outbox.flush(|batch| self.send_answers(batch));
+    }
+
+    fn receive(&self) {
+        let message = lock(&self.receiver).recv();
+        let mut dropped = Vec::new();
+        {
+            let mut jobs = lock(&self.jobs);
+            jobs.receiving = false;
+            match message {
+                Ok(items) => {
+                    for item in items {
+                        match item {
+                            Item::Request { id, request } => jobs.queue.push_back((id, request)),
+                            Item::Cancel(id) => {
+                                if let Some(flag) = jobs.running.get(&id) {
+                                    flag.store(true, Ordering::Relaxed);
+                                } else if let Some(at) =
+                                    jobs.queue.iter().position(|(queued, _)| *queued == id)
+                                {
+                                    jobs.queue.remove(at);
+                                    dropped.push(id);
+                                }
+                            }
+                            Item::Shutdown => jobs.closed = true,
+                        }
+                    }
+                }
+                // The app is gone: nobody is waiting for answers.
+                Err(IpcError::Disconnected) => std::process::exit(0),
+                Err(e) => exit_with(
+                    EXIT_PROTOCOL,
+                    &format!("cannot read a message from the app: {e}"),
+                ),
+            }
+        }
+        self.changed.notify_all();
+        if !dropped.is_empty() {
+            for id in dropped {
+                self.outbox.push(Answer::Cancelled { id });
+            }
+            self.outbox.flush(|batch| self.send_answers(batch));
+        }
+    }
+
+    fn send_answers(&self, batch: &[Answer<O>]) {
+        let sender: IpcSender<ToAppRef<'_, O>> = self.answers.clone().to();
+        match sender.send(ToAppRef::Answers(batch)) {
             Ok(()) => {}
             Err(IpcError::SerializationError(e)) => {
+                // Nothing was sent; tell the app which requests lost their responses.
                 let reason = e.to_string();
-                let _ = responses.send(ToApp::EncodeFailed { id, reason });
+                let failed: Vec<Answer<O>> = batch
+                    .iter()
+                    .map(|answer| Answer::EncodeFailed {
+                        id: answer.id(),
+                        reason: reason.clone(),
+                    })
+                    .collect();
+                if sender.send(ToAppRef::Answers(&failed)).is_err() {
+                    std::process::exit(0);
+                }
             }
             // The app is gone.
             Err(_) => std::process::exit(0),
@@ -440,7 +577,7 @@ fn handle_requests<I, O: IpcValue>(
 }
 
 /// Reports a panic's message to the app, lets the previous hook print it, and ends the process.
-fn install_panic_hook(responses: IpcSender<ToApp<()>>) {
+fn install_panic_hook(answers: IpcSender<ToAppRef<'static, ()>>) {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let payload = info.payload();
@@ -454,52 +591,13 @@ fn install_panic_hook(responses: IpcSender<ToApp<()>>) {
         let location = info
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
-        let _ = responses.send(ToApp::Panicked { message, location });
+        let _ = answers.send(ToAppRef::Panicked {
+            message: &message,
+            location: location.as_deref(),
+        });
         previous(info);
         std::process::exit(EXIT_PANIC);
     }));
-}
-
-/// The requests waiting for a handler thread.
-struct Queue<I> {
-    state: Mutex<(VecDeque<(u64, I)>, bool)>,
-    available: Condvar,
-}
-
-impl<I> Queue<I> {
-    fn new() -> Self {
-        Queue {
-            state: Mutex::new((VecDeque::new(), false)),
-            available: Condvar::new(),
-        }
-    }
-
-    fn push(&self, id: u64, request: I) {
-        lock(&self.state).0.push_back((id, request));
-        self.available.notify_one();
-    }
-
-    fn close(&self) {
-        lock(&self.state).1 = true;
-        self.available.notify_all();
-    }
-
-    /// The next request; `None` once the queue is closed and empty.
-    fn pop(&self) -> Option<(u64, I)> {
-        let mut state = lock(&self.state);
-        loop {
-            if let Some(job) = state.0.pop_front() {
-                return Some(job);
-            }
-            if state.1 {
-                return None;
-            }
-            state = self
-                .available
-                .wait(state)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-    }
 }
 
 /// Drives a handler's future on the current thread.

@@ -1,0 +1,254 @@
+//! [`WorkerBuilder`]: where the worker binary is, how it is started and checked.
+
+use std::ffi::OsString;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::app::{Settings, Worker};
+use crate::batch::DEFAULT_MAX_BATCH;
+use crate::build::Compat;
+use crate::error::StartError;
+use crate::locate::Locate;
+use crate::process::{self, Check, Spec, Started};
+use crate::IpcValue;
+
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Configures and starts a [`Worker`]. Made by [`Worker::builder`].
+#[must_use = "a builder does nothing until started"]
+pub struct WorkerBuilder<I, O> {
+    name: String,
+    exe: Option<PathBuf>,
+    locate: Option<Locate>,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    compat: Option<Compat>,
+    connect_timeout: Option<Duration>,
+    shutdown_grace: Duration,
+    forward_stderr: bool,
+    parallelism: Option<usize>,
+    max_batch: usize,
+    kill_after_timeout: Option<Duration>,
+    types: PhantomData<fn(I) -> O>,
+}
+
+impl<I, O> WorkerBuilder<I, O> {
+    pub(crate) fn new(name: String) -> Self {
+        WorkerBuilder {
+            name,
+            exe: None,
+            locate: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            compat: None,
+            connect_timeout: None,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            forward_stderr: true,
+            parallelism: None,
+            max_batch: DEFAULT_MAX_BATCH,
+            kill_after_timeout: None,
+            types: PhantomData,
+        }
+    }
+}
+
+impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
+    /// Runs the worker from this executable instead of the app's own: a dedicated worker binary.
+    /// It takes precedence over [`binary`](Self::binary).
+    pub fn exe(mut self, path: impl Into<PathBuf>) -> Self {
+        self.exe = Some(path.into());
+        self
+    }
+
+    /// Runs the worker from the dedicated worker binary named `binary` (a cargo binary target's
+    /// name, without `.exe`), found when the worker starts in this order:
+    ///
+    /// 1. the path given to [`exe`](Self::exe), if any;
+    /// 2. the environment variable `BINCREW_EXE_<BINARY>` (the name in upper case, `-` as `_`);
+    /// 3. beside the app's own executable (the deployed layout), as `binary` or as
+    ///    `binary-<target-triple>` (the form bundlers use);
+    /// 4. `CARGO_BIN_EXE_<binary>`, which cargo sets for tests;
+    /// 5. in development, the cargo target dir of the app's workspace, found with `cargo
+    ///    metadata` (so it honours `CARGO_TARGET_DIR`), in the app's profile; with
+    ///    [`cargo_build`](Self::cargo_build) cargo first builds the binary's package when it is
+    ///    missing or older than its sources;
+    /// 6. `PATH`, only with [`search_path`](Self::search_path).
+    ///
+    /// Never the current directory. When it is nowhere, the start fails with
+    /// [`StartError::NotFound`] listing every place tried.
+    ///
+    /// When the app declares `binary` in `[package.metadata.bincrew] workers` and stamps its
+    /// build with bincrew-build, the default policy is [`Compat::Semver`] with the declared
+    /// requirement instead of [`Compat::SameBuild`].
+    pub fn binary(mut self, binary: impl Into<String>) -> Self {
+        self.locate = Some(Locate {
+            binary: binary.into(),
+            cargo_build: false,
+            search_path: false,
+        });
+        self
+    }
+
+    /// In development, lets [`binary`](Self::binary) run `cargo build` for the worker's package
+    /// before using the binary from the target dir (cargo does nothing when it is up to date).
+    pub fn cargo_build(mut self, build: bool) -> Self {
+        if let Some(locate) = &mut self.locate {
+            locate.cargo_build = build;
+        }
+        self
+    }
+
+    /// Lets [`binary`](Self::binary) search `PATH` when every other place failed.
+    pub fn search_path(mut self, search: bool) -> Self {
+        if let Some(locate) = &mut self.locate {
+            locate.search_path = search;
+        }
+        self
+    }
+
+    /// Adds a command-line argument for the worker process.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Sets an environment variable for the worker process (it inherits the app's others).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// What the worker must share with the app; [`Compat::SameBuild`] by default.
+    pub fn compat(mut self, compat: Compat) -> Self {
+        self.compat = Some(compat);
+        self
+    }
+
+    /// How long the worker has to complete the handshake before it is killed.
+    ///
+    /// Defaults to the `BINCREW_CONNECT_TIMEOUT` environment variable (seconds, or a number
+    /// followed by `s` or `ms`), or else 10 seconds.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// How long [`Worker::shutdown`] waits for the worker to exit before killing it (10 seconds
+    /// by default).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Whether the worker's stderr is copied to the app's stderr (the default). Its last 16 KiB
+    /// are kept for crash reports either way.
+    pub fn forward_stderr(mut self, forward: bool) -> Self {
+        self.forward_stderr = forward;
+        self
+    }
+
+    /// How many requests the worker process runs at once. Defaults to what the worker sets with
+    /// [`Workers::parallelism`](crate::Workers::parallelism), or else the machine's parallelism.
+    pub fn parallelism(mut self, requests: usize) -> Self {
+        self.parallelism = Some(requests.max(1));
+        self
+    }
+
+    /// The most requests one message to the worker carries (16 by default; at least 1).
+    ///
+    /// Requests queued while a message is being sent go out together in the next one. A message
+    /// can carry at most 64 IPC channels and shared-memory regions (an `ipc-channel` limit that
+    /// panics beyond it): with requests that carry more than 4 of them, lower the cap.
+    pub fn max_batch(mut self, requests: usize) -> Self {
+        self.max_batch = requests.max(1);
+        self
+    }
+
+    /// Kills the worker when a request timed out (see [`RunOptions::timeout`](crate::RunOptions::timeout)) and the worker
+    /// has not answered it within `grace` of being told to give it up: a handler that ignores
+    /// cancellation then ends like a crash, failing the other requests in flight, instead of
+    /// occupying the worker forever. Off by default.
+    pub fn kill_after_timeout(mut self, grace: Duration) -> Self {
+        self.kill_after_timeout = Some(grace);
+        self
+    }
+
+    /// Starts the worker and completes the handshake, waiting on a thread of [`blocking`]'s
+    /// pool.
+    ///
+    /// # Errors
+    ///
+    /// Every way the start can fail is a [`StartError`]; no process is left behind.
+    pub async fn start(self) -> Result<Worker<I, O>, StartError> {
+        blocking::unblock(move || self.start_blocking()).await
+    }
+
+    /// Same as [`start`](Self::start), blocking the calling thread.
+    ///
+    /// # Errors
+    ///
+    /// Same as [`start`](Self::start).
+    pub fn start_blocking(self) -> Result<Worker<I, O>, StartError> {
+        let mut compat = self.compat;
+        let (exe, program) = match (self.exe, &self.locate) {
+            (Some(exe), _) => (exe.clone(), exe),
+            (None, Some(locate)) => {
+                let app = crate::build::build_info();
+                let exe = locate.find(app).map_err(|tried| StartError::NotFound {
+                    worker: self.name.clone(),
+                    binary: locate.binary.clone(),
+                    tried,
+                })?;
+                if compat.is_none() {
+                    compat = app
+                        .and_then(|a| a.worker_requirement(&locate.binary))
+                        .map(|req| Compat::Semver(req.clone()));
+                }
+                (exe.clone(), exe)
+            }
+            (None, None) => {
+                let program = crate::os::self_exe().map_err(|source| StartError::Spawn {
+                    worker: self.name.clone(),
+                    exe: PathBuf::from("<current executable>"),
+                    source,
+                })?;
+                (
+                    std::env::current_exe().unwrap_or_else(|_| program.clone()),
+                    program,
+                )
+            }
+        };
+        let spec = Spec {
+            name: self.name,
+            exe,
+            program,
+            args: self.args,
+            env: self.env,
+            check: Check::App {
+                compat: compat.unwrap_or_default(),
+                request_type: std::any::type_name::<I>(),
+                response_type: std::any::type_name::<O>(),
+            },
+            connect_timeout: self.connect_timeout,
+            forward_stderr: self.forward_stderr,
+            parallelism: self.parallelism,
+        };
+        let Started::Connected(connected) = process::start(&spec)? else {
+            return Err(StartError::Handshake {
+                worker: spec.name,
+                exe: spec.exe,
+                reason: "it listed its workers instead of serving".into(),
+            });
+        };
+        Worker::connected(
+            spec.name,
+            connected,
+            Settings {
+                shutdown_grace: self.shutdown_grace,
+                max_batch: self.max_batch,
+                kill_after_timeout: self.kill_after_timeout,
+            },
+        )
+    }
+}
