@@ -120,4 +120,43 @@ macro_rules! init {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::build::{init, Stamp};
+
+    /// Entry points for fuzzing every message one side decodes from the other. Not a stable
+    /// API.
+    pub mod fuzz {
+        use ipc_channel::ipc::IpcMessage;
+
+        /// The app decoding a worker's hello.
+        pub fn hello(bytes: &[u8]) -> bool {
+            crate::hello::Hello::decode(bytes).is_ok()
+        }
+
+        /// The app decoding a worker's `Ready` message.
+        pub fn ready(bytes: &[u8]) -> bool {
+            IpcMessage::from_data(bytes.to_vec())
+                .to::<crate::protocol::Ready>()
+                .is_ok()
+        }
+
+        /// The app decoding a worker's answers, for a response type `O`.
+        pub fn answers<O: crate::IpcValue>(bytes: &[u8]) -> bool {
+            IpcMessage::from_data(bytes.to_vec())
+                .to::<crate::protocol::ToApp<O>>()
+                .is_ok()
+        }
+
+        /// A worker decoding the app's requests, for a request type `I`.
+        pub fn requests<I: crate::IpcValue>(bytes: &[u8]) -> bool {
+            IpcMessage::from_data(bytes.to_vec())
+                .to::<Vec<crate::protocol::Item<I>>>()
+                .is_ok()
+        }
+
+        /// The raw-bytes view used for the hello, which must accept anything.
+        pub fn raw(bytes: &[u8]) -> bool {
+            IpcMessage::from_data(bytes.to_vec())
+                .to::<crate::hello::RawBytes>()
+                .is_ok_and(|raw| raw.0 == bytes)
+        }
+    }
 }
