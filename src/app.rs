@@ -36,13 +36,10 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 pub struct RunOptions {
     /// Fail the request with [`RunError::TimedOut`] if it is not answered within this time.
     pub timeout: Option<Duration>,
-    /// The request may run again on another worker of a [`WorkerPool`](crate::WorkerPool) if
-    /// its worker crashes (the handler must be safe to run twice).
-    pub retryable: bool,
 }
 
 impl RunOptions {
-    /// No timeout, not retryable.
+    /// No timeout.
     pub fn new() -> Self {
         Self::default()
     }
@@ -50,12 +47,6 @@ impl RunOptions {
     /// Sets [`timeout`](Self::timeout).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
-        self
-    }
-
-    /// Sets [`retryable`](Self::retryable).
-    pub fn retryable(mut self, retryable: bool) -> Self {
-        self.retryable = retryable;
         self
     }
 }
@@ -109,6 +100,8 @@ struct State<O> {
     abandoned: HashSet<u64>,
     /// Why the app killed the worker, when it did.
     kill_reason: Option<String>,
+    /// Called once the worker's channel has ended and its fate is known (pools restart it).
+    exit_hook: Option<Box<dyn FnOnce() + Send>>,
 }
 
 enum Phase {
@@ -186,6 +179,7 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
                 slots: HashMap::new(),
                 abandoned: HashSet::new(),
                 kill_reason: None,
+                exit_hook: None,
             }),
             next_id: AtomicU64::new(0),
             settings,
@@ -262,6 +256,26 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
     /// Same as the future of [`run`](Self::run).
     pub fn run_blocking(&self, request: I) -> Result<O, RunError> {
         self.run(request).wait()
+    }
+
+    /// Calls `hook` once the worker has exited and its requests were failed (at once if that
+    /// already happened).
+    pub(crate) fn on_exit(&self, hook: Box<dyn FnOnce() + Send>) {
+        let mut state = lock(&self.inner.state);
+        if matches!(state.phase, Phase::Crashed(_)) {
+            drop(state);
+            hook();
+        } else {
+            state.exit_hook = Some(hook);
+        }
+    }
+
+    pub(crate) fn begin_shutdown(&self) -> Result<(), ShutdownError> {
+        self.inner.begin_shutdown()
+    }
+
+    pub(crate) fn wait_shutdown(&self) -> Result<(), ShutdownError> {
+        self.inner.wait_shutdown()
     }
 
     /// Shuts the worker down gracefully: it takes no new requests, answers those in flight and
@@ -543,6 +557,14 @@ impl<I: IpcValue, O: IpcValue> Inner<I, O> {
 
     /// Called by the reader thread when the worker's channel ends, cleanly or not.
     fn finish(&self, protocol_error: Option<String>) {
+        self.settle(protocol_error);
+        let hook = lock(&self.state).exit_hook.take();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+
+    fn settle(&self, protocol_error: Option<String>) {
         let shutting_down = match lock(&self.state).phase {
             Phase::Closed | Phase::Crashed(_) => return,
             Phase::ShuttingDown => true,

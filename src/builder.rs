@@ -33,7 +33,32 @@ pub struct WorkerBuilder<I, O> {
     types: PhantomData<fn(I) -> O>,
 }
 
+// Not derived: `I` and `O` need not be `Clone`.
+impl<I, O> Clone for WorkerBuilder<I, O> {
+    fn clone(&self) -> Self {
+        WorkerBuilder {
+            name: self.name.clone(),
+            exe: self.exe.clone(),
+            locate: self.locate.clone(),
+            args: self.args.clone(),
+            env: self.env.clone(),
+            compat: self.compat.clone(),
+            connect_timeout: self.connect_timeout,
+            shutdown_grace: self.shutdown_grace,
+            forward_stderr: self.forward_stderr,
+            parallelism: self.parallelism,
+            max_batch: self.max_batch,
+            kill_after_timeout: self.kill_after_timeout,
+            types: PhantomData,
+        }
+    }
+}
+
 impl<I, O> WorkerBuilder<I, O> {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     pub(crate) fn new(name: String) -> Self {
         WorkerBuilder {
             name,

@@ -340,6 +340,14 @@ pub enum RunError {
         /// The timeout.
         timeout: Duration,
     },
+    /// The [`WorkerPool`](crate::WorkerPool) reached its restart limit and takes no requests.
+    #[error("worker pool `{pool}` failed: {reason}")]
+    PoolFailed {
+        /// The pool's worker name.
+        pool: String,
+        /// Why: the restart limit, and the last crash.
+        reason: String,
+    },
     /// The request could not be encoded; it was not sent.
     #[error("cannot encode the request for worker `{worker}`: {reason}")]
     Encode {

@@ -54,6 +54,7 @@ mod builder;
 mod error;
 mod hello;
 mod locate;
+mod pool;
 mod probe;
 mod process;
 mod protocol;
@@ -74,6 +75,7 @@ pub use builder::WorkerBuilder;
 pub use error::{
     ExitInfo, MismatchKind, RunError, ShutdownError, StartError, VersionMismatch, WorkerCrashError,
 };
+pub use pool::{PoolBuilder, WorkerPool};
 pub use probe::{probe_binary, probe_worker, BinaryProbe, WorkerProbe};
 pub use reply::Reply;
 pub use serve::{run_worker, run_worker_blocking, RequestArgs, Workers};

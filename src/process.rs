@@ -431,7 +431,7 @@ impl Process {
         for (key, value) in env {
             expr = expr.env(key, value);
         }
-        let handle = expr.start().map_err(spawn_error)?;
+        let handle = crate::os::start(expr.clone()).map_err(spawn_error)?;
         // The expression holds our copy of the stderr pipe's write end: drop it, so the reader
         // sees the end of the stream when the worker exits.
         drop(expr);

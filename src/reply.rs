@@ -1,4 +1,8 @@
 //! [`Reply`]: the response to one request, as a future or blocking.
+//!
+//! A reply of a [`Worker`](crate::Worker) waits on one slot. A reply of a
+//! [`WorkerPool`](crate::WorkerPool) also holds a [`Dispatch`]: how to send the request to a
+//! pool worker, again when a retryable request's worker crashed, or later when no worker is up.
 
 use std::fmt;
 use std::future::Future;
@@ -15,6 +19,31 @@ pub(crate) trait Link<O>: Send + Sync {
     fn flush(&self);
     /// The reply was dropped unanswered: withdraw or cancel request `id`.
     fn abandon(&self, id: u64);
+}
+
+/// How a dispatch waits when no worker is up.
+#[derive(Clone, Copy)]
+pub(crate) enum Wait<'a> {
+    /// Return `Dispatched::Wait` at once.
+    No,
+    /// Register the waker to be woken when a worker is up, and return `Dispatched::Wait`.
+    Waker(&'a Waker),
+    /// Block until a worker is up (or the pool failed).
+    Block,
+}
+
+/// What a pool reply does to (re)send its request.
+pub(crate) trait Dispatch<O>: Send {
+    /// Sends the request to a worker.
+    fn dispatch(&mut self, wait: Wait<'_>) -> Dispatched<O>;
+    /// Whether the request may be sent again after `error`.
+    fn retry_after(&self, error: &RunError) -> bool;
+}
+
+pub(crate) enum Dispatched<O> {
+    Sent(Reply<O>),
+    Wait,
+    Failed(RunError),
 }
 
 type SlotState<O> = (Option<Result<O, RunError>>, Option<Waker>);
@@ -49,32 +78,87 @@ impl<O> Slot<O> {
 
 /// The response to one request: a future, or [`wait`](Self::wait) for it blocking.
 ///
-/// Made by [`Worker::run`](crate::Worker::run). It is `Send + 'static` and does not borrow the
-/// worker. Dropping it before the response comes cancels the request.
+/// Made by [`Worker::run`](crate::Worker::run) and [`WorkerPool::run`](crate::WorkerPool::run).
+/// It is `Send + 'static` and does not borrow the worker. Dropping it before the response comes
+/// cancels the request.
 #[must_use = "a request is sent when its reply is polled or waited on, and cancelled when dropped"]
 pub struct Reply<O> {
-    pending: Option<Pending<O>>,
-    done: Option<Result<O, RunError>>,
+    stage: Stage<O>,
+    dispatch: Option<Box<dyn Dispatch<O>>>,
 }
 
-struct Pending<O> {
+enum Stage<O> {
+    /// Sent (or queued) to a worker.
+    Sent(Sent<O>),
+    /// Waiting for a pool worker to send it to.
+    Dispatch,
+    Done(Result<O, RunError>),
+    Taken,
+}
+
+struct Sent<O> {
     slot: Arc<Slot<O>>,
     id: u64,
     link: Arc<dyn Link<O>>,
 }
 
+impl<O> Sent<O> {
+    fn take(&self) -> Option<Result<O, RunError>> {
+        lock(&self.slot.state).0.take()
+    }
+}
+
 impl<O> Reply<O> {
     pub(crate) fn done(result: Result<O, RunError>) -> Self {
         Reply {
-            pending: None,
-            done: Some(result),
+            stage: Stage::Done(result),
+            dispatch: None,
         }
     }
 
     pub(crate) fn pending(slot: Arc<Slot<O>>, id: u64, link: Arc<dyn Link<O>>) -> Self {
         Reply {
-            pending: Some(Pending { slot, id, link }),
-            done: None,
+            stage: Stage::Sent(Sent { slot, id, link }),
+            dispatch: None,
+        }
+    }
+
+    /// A pool reply: sent now through `dispatch` if a worker is up, else when one is.
+    pub(crate) fn dispatched(mut dispatch: Box<dyn Dispatch<O>>) -> Self {
+        let mut reply = Reply {
+            stage: Stage::Dispatch,
+            dispatch: None,
+        };
+        reply.redispatch(&mut *dispatch, Wait::No);
+        reply.dispatch = Some(dispatch);
+        reply
+    }
+
+    /// Sends through `dispatch`, taking over the stage of the reply it makes.
+    fn redispatch(&mut self, dispatch: &mut dyn Dispatch<O>, wait: Wait<'_>) {
+        self.stage = match dispatch.dispatch(wait) {
+            Dispatched::Sent(mut next) => std::mem::replace(&mut next.stage, Stage::Taken),
+            Dispatched::Wait => Stage::Dispatch,
+            Dispatched::Failed(error) => Stage::Done(Err(error)),
+        };
+    }
+
+    /// What to do with a result: keep it, or send the request again.
+    fn settle(
+        &mut self,
+        result: Result<O, RunError>,
+        wait: Wait<'_>,
+    ) -> Option<Result<O, RunError>> {
+        let Some(mut dispatch) = self.dispatch.take() else {
+            return Some(result);
+        };
+        match &result {
+            Err(error) if dispatch.retry_after(error) => {
+                self.redispatch(&mut *dispatch, wait);
+                self.dispatch = Some(dispatch);
+                None
+            }
+            _ => Some(result),
         }
     }
 
@@ -84,24 +168,41 @@ impl<O> Reply<O> {
     ///
     /// Same as awaiting the reply.
     pub fn wait(mut self) -> Result<O, RunError> {
-        if let Some(result) = self.done.take() {
-            return result;
-        }
-        let Some(pending) = self.pending.take() else {
-            // Only a reply polled to completion has neither; it is not waited on again.
-            unreachable!("Reply::wait after the reply completed")
-        };
-        pending.link.flush();
-        let mut state = lock(&pending.slot.state);
         loop {
-            if let Some(result) = state.0.take() {
-                return result;
+            match std::mem::replace(&mut self.stage, Stage::Taken) {
+                Stage::Done(result) => {
+                    if let Some(result) = self.settle(result, Wait::Block) {
+                        return result;
+                    }
+                }
+                Stage::Dispatch => match self.dispatch.take() {
+                    Some(mut dispatch) => {
+                        self.redispatch(&mut *dispatch, Wait::Block);
+                        self.dispatch = Some(dispatch);
+                    }
+                    None => unreachable!("a reply waiting for dispatch has a dispatcher"),
+                },
+                Stage::Sent(sent) => {
+                    sent.link.flush();
+                    let result = {
+                        let mut state = lock(&sent.slot.state);
+                        loop {
+                            if let Some(result) = state.0.take() {
+                                break result;
+                            }
+                            state = sent
+                                .slot
+                                .filled
+                                .wait(state)
+                                .unwrap_or_else(PoisonError::into_inner);
+                        }
+                    };
+                    if let Some(result) = self.settle(result, Wait::Block) {
+                        return result;
+                    }
+                }
+                Stage::Taken => panic!("Reply::wait after the reply completed"),
             }
-            state = pending
-                .slot
-                .filled
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
@@ -114,32 +215,55 @@ impl<O> Future for Reply<O> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if let Some(result) = this.done.take() {
-            return Poll::Ready(result);
+        loop {
+            match std::mem::replace(&mut this.stage, Stage::Taken) {
+                Stage::Done(result) => {
+                    if let Some(result) = this.settle(result, Wait::Waker(cx.waker())) {
+                        return Poll::Ready(result);
+                    }
+                }
+                Stage::Dispatch => match this.dispatch.take() {
+                    Some(mut dispatch) => {
+                        this.redispatch(&mut *dispatch, Wait::Waker(cx.waker()));
+                        this.dispatch = Some(dispatch);
+                        if matches!(this.stage, Stage::Dispatch) {
+                            return Poll::Pending;
+                        }
+                    }
+                    None => unreachable!("a reply waiting for dispatch has a dispatcher"),
+                },
+                Stage::Sent(sent) => {
+                    sent.link.flush();
+                    let mut state = lock(&sent.slot.state);
+                    if let Some(result) = state.0.take() {
+                        drop(state);
+                        if let Some(result) = this.settle(result, Wait::Waker(cx.waker())) {
+                            return Poll::Ready(result);
+                        }
+                        continue;
+                    }
+                    match &state.1 {
+                        Some(waker) if waker.will_wake(cx.waker()) => {}
+                        _ => state.1 = Some(cx.waker().clone()),
+                    }
+                    drop(state);
+                    this.stage = Stage::Sent(sent);
+                    return Poll::Pending;
+                }
+                Stage::Taken => panic!("Reply polled after it completed"),
+            }
         }
-        let Some(pending) = &this.pending else {
-            panic!("Reply polled after it completed");
-        };
-        pending.link.flush();
-        let mut state = lock(&pending.slot.state);
-        if let Some(result) = state.0.take() {
-            drop(state);
-            this.pending = None;
-            return Poll::Ready(result);
-        }
-        match &state.1 {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => state.1 = Some(cx.waker().clone()),
-        }
-        Poll::Pending
     }
 }
 
 impl<O> Drop for Reply<O> {
     fn drop(&mut self) {
-        if let Some(pending) = self.pending.take() {
-            if lock(&pending.slot.state).0.is_none() {
-                pending.link.abandon(pending.id);
+        if let Stage::Sent(sent) = &self.stage {
+            if let Some(result) = sent.take() {
+                // Answered but never collected: nothing to cancel.
+                drop(result);
+            } else {
+                sent.link.abandon(sent.id);
             }
         }
     }
@@ -147,9 +271,12 @@ impl<O> Drop for Reply<O> {
 
 impl<O> fmt::Debug for Reply<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reply")
-            .field("id", &self.pending.as_ref().map(|p| p.id))
-            .field("done", &self.done.is_some())
-            .finish_non_exhaustive()
+        let stage = match &self.stage {
+            Stage::Sent(sent) => format!("sent as request {}", sent.id),
+            Stage::Dispatch => "waiting for a pool worker".to_owned(),
+            Stage::Done(_) => "done".to_owned(),
+            Stage::Taken => "taken".to_owned(),
+        };
+        f.debug_struct("Reply").field("stage", &stage).finish()
     }
 }

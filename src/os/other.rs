@@ -28,3 +28,8 @@ pub(crate) fn exe_identity() -> Option<String> {
         modified.as_nanos()
     ))
 }
+
+/// Starts the worker process.
+pub(crate) fn start(expr: duct::Expression) -> std::io::Result<duct::Handle> {
+    expr.start()
+}

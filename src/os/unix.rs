@@ -58,3 +58,72 @@ pub(crate) fn exe_identity() -> Option<String> {
         meta.mtime_nsec()
     ))
 }
+
+/// Starts the worker process. On Linux the child asks the kernel to kill it when its parent
+/// dies (`PR_SET_PDEATHSIG`), so it goes within a moment even when the app is killed with
+/// SIGKILL and even when a handler is stuck. The kernel ties that signal to the *thread* that
+/// spawned the child, so every worker is spawned from one thread that lives as long as the
+/// process.
+pub(crate) fn start(expr: duct::Expression) -> std::io::Result<duct::Handle> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        use std::sync::mpsc;
+        use std::sync::{Mutex, OnceLock};
+
+        type Job = Box<dyn FnOnce() + Send>;
+        static SPAWNER: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
+
+        let parent = std::process::id();
+        let hooked = expr.before_spawn(move |cmd| {
+            // SAFETY: runs in the child between fork and exec; prctl, getppid and _exit are
+            // async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // The parent may have died before the prctl: then nobody will signal us.
+                    if libc::getppid() as u32 != parent {
+                        libc::_exit(1);
+                    }
+                    Ok(())
+                });
+            }
+            Ok(())
+        });
+        let spawner = SPAWNER.get_or_init(|| {
+            let (jobs, job_rx) = mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name("bincrew-spawner".into())
+                .spawn(move || {
+                    for job in job_rx {
+                        job();
+                    }
+                })
+                .ok()
+                .map(|_| Mutex::new(jobs))
+        });
+        if let Some(spawner) = spawner {
+            let (result_tx, result_rx) = mpsc::channel();
+            let job: Job = Box::new(move || {
+                let _ = result_tx.send(hooked.start());
+            });
+            let sent = crate::process::lock(spawner).send(job).is_ok();
+            if sent {
+                if let Ok(result) = result_rx.recv() {
+                    return result;
+                }
+            }
+        }
+        // No spawner thread: the signal then follows the calling thread, so leave it unset.
+        tracing::warn!(
+            "spawning without the parent-death signal: the spawner thread is unavailable"
+        );
+        expr.start()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        expr.start()
+    }
+}

@@ -1,0 +1,541 @@
+//! [`WorkerPool`]: several workers of one kind, supervised.
+//!
+//! Ownership: the pool's state (its slots, the restart history, the wakers of replies waiting for
+//! a worker) sits behind one mutex, shared by the pool handle, its supervisor thread and the
+//! replies. Each worker's reader thread tells the supervisor when its worker exits; the
+//! supervisor alone starts replacements, after a backoff, and gives up (the pool fails) when the
+//! restart intensity limit is reached, as Erlang/OTP supervisors and systemd's start limits do.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
+use std::task::Waker;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::app::{RunOptions, Worker};
+use crate::builder::WorkerBuilder;
+use crate::error::{RunError, ShutdownError, StartError, WorkerCrashError};
+use crate::process::lock;
+use crate::reply::{Dispatch, Dispatched, Reply, Wait};
+use crate::IpcValue;
+
+/// Configures and starts a [`WorkerPool`]. Made by [`WorkerPool::builder`] or
+/// [`WorkerPool::from_builder`].
+#[must_use = "a builder does nothing until started"]
+pub struct PoolBuilder<I, O> {
+    worker: WorkerBuilder<I, O>,
+    size: usize,
+    max_restarts: usize,
+    restart_window: Duration,
+    backoff_min: Duration,
+    backoff_max: Duration,
+}
+
+impl<I: IpcValue, O: IpcValue> PoolBuilder<I, O> {
+    /// How many workers (2 by default; at least 1).
+    pub fn size(mut self, workers: usize) -> Self {
+        self.size = workers.max(1);
+        self
+    }
+
+    /// The restart intensity limit: at most `restarts` restarts within `window` (5 in 60 s by
+    /// default). One more and the pool fails: its requests fail with
+    /// [`RunError::PoolFailed`] instead of the pool crash-looping.
+    pub fn max_restarts(mut self, restarts: usize, window: Duration) -> Self {
+        self.max_restarts = restarts;
+        self.restart_window = window;
+        self
+    }
+
+    /// The backoff before restarting a crashed worker: `min` after a first crash, doubling with
+    /// each crash of a replacement that crashed within the restart window, up to `max` (50 ms to
+    /// 5 s by default).
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff_min = min;
+        self.backoff_max = max.max(min);
+        self
+    }
+
+    /// Changes the settings of the pool's workers.
+    pub fn configure(
+        mut self,
+        configure: impl FnOnce(WorkerBuilder<I, O>) -> WorkerBuilder<I, O>,
+    ) -> Self {
+        self.worker = configure(self.worker);
+        self
+    }
+
+    /// Starts every worker, on [`blocking`]'s thread pool.
+    ///
+    /// # Errors
+    ///
+    /// The first [`StartError`]; workers already started are shut down.
+    pub async fn start(self) -> Result<WorkerPool<I, O>, StartError> {
+        blocking::unblock(move || self.start_blocking()).await
+    }
+
+    /// Same as [`start`](Self::start), blocking the calling thread.
+    ///
+    /// # Errors
+    ///
+    /// Same as [`start`](Self::start).
+    pub fn start_blocking(self) -> Result<WorkerPool<I, O>, StartError> {
+        let name = self.worker.name().to_owned();
+        let mut workers = Vec::with_capacity(self.size);
+        for _ in 0..self.size {
+            // On error the workers started so far are dropped: killed and reaped.
+            workers.push(Arc::new(self.worker.clone().start_blocking()?));
+        }
+        let inner = Arc::new(PoolInner {
+            name,
+            builder: self.worker,
+            max_restarts: self.max_restarts,
+            restart_window: self.restart_window,
+            backoff_min: self.backoff_min,
+            backoff_max: self.backoff_max,
+            state: Mutex::new(PoolState {
+                slots: workers
+                    .into_iter()
+                    .map(|worker| Slot {
+                        worker: Some(worker),
+                        started_at: Instant::now(),
+                        crashes_in_a_row: 0,
+                        crashed_at: None,
+                    })
+                    .collect(),
+                restarts: VecDeque::new(),
+                restart_count: 0,
+                last_crash: None,
+                failed: None,
+                shutting_down: false,
+                wakers: Vec::new(),
+            }),
+            changed: Condvar::new(),
+        });
+        for slot in &lock(&inner.state).slots {
+            if let Some(worker) = &slot.worker {
+                inner.watch(worker);
+            }
+        }
+        let supervised = inner.clone();
+        let supervisor = thread::Builder::new()
+            .name(format!("bincrew-pool-{}", inner.name))
+            .spawn(move || supervised.supervise())
+            .map_err(|source| StartError::Ipc {
+                worker: inner.name.clone(),
+                source,
+            })?;
+        Ok(WorkerPool {
+            inner,
+            supervisor: Some(supervisor),
+        })
+    }
+}
+
+/// `N` workers of one kind: each request goes to the least-loaded one, and a crashed worker is
+/// replaced after a backoff, within a restart intensity limit.
+///
+/// Requests in flight on a worker that crashes fail with its crash report, unless they were sent
+/// with [`run_retryable`](Self::run_retryable): those run again on another worker. A request
+/// made while no worker is up waits for a replacement. When the restart limit is reached the
+/// pool fails: every request fails with [`RunError::PoolFailed`].
+pub struct WorkerPool<I, O> {
+    inner: Arc<PoolInner<I, O>>,
+    supervisor: Option<thread::JoinHandle<()>>,
+}
+
+impl<I, O> fmt::Debug for WorkerPool<I, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = lock(&self.inner.state);
+        f.debug_struct("WorkerPool")
+            .field("name", &self.inner.name)
+            .field("workers", &state.slots.len())
+            .field("restarts", &state.restart_count)
+            .field("failed", &state.failed.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+struct PoolInner<I, O> {
+    name: String,
+    builder: WorkerBuilder<I, O>,
+    max_restarts: usize,
+    restart_window: Duration,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    state: Mutex<PoolState<I, O>>,
+    /// Signalled when a worker exits, a replacement is up, the pool fails or shuts down.
+    changed: Condvar,
+}
+
+struct PoolState<I, O> {
+    slots: Vec<Slot<I, O>>,
+    /// When the restarts within the window happened.
+    restarts: VecDeque<Instant>,
+    restart_count: usize,
+    last_crash: Option<Arc<WorkerCrashError>>,
+    failed: Option<String>,
+    shutting_down: bool,
+    /// Replies waiting for a worker to be up.
+    wakers: Vec<Waker>,
+}
+
+struct Slot<I, O> {
+    worker: Option<Arc<Worker<I, O>>>,
+    started_at: Instant,
+    crashes_in_a_row: u32,
+    crashed_at: Option<Instant>,
+}
+
+impl<I: IpcValue, O: IpcValue> WorkerPool<I, O> {
+    /// A pool of workers `name` started from this executable (self-spawn), configured like a
+    /// [`Worker`] with [`PoolBuilder::configure`].
+    pub fn builder(name: impl Into<String>) -> PoolBuilder<I, O> {
+        Self::from_builder(Worker::builder(name))
+    }
+
+    /// A pool of workers started as `worker` describes.
+    pub fn from_builder(worker: WorkerBuilder<I, O>) -> PoolBuilder<I, O> {
+        PoolBuilder {
+            worker,
+            size: 2,
+            max_restarts: 5,
+            restart_window: Duration::from_secs(60),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+
+    /// Sends a request to the least-loaded worker; see [`Worker::run`].
+    pub fn run(&self, request: I) -> Reply<O> {
+        self.run_with(request, RunOptions::default())
+    }
+
+    /// Same as [`run`](Self::run), with options.
+    pub fn run_with(&self, request: I, options: RunOptions) -> Reply<O> {
+        Reply::dispatched(Box::new(PoolDispatch {
+            pool: self.inner.clone(),
+            request: Some(request),
+            copy: None,
+            options,
+            attempts: 0,
+        }))
+    }
+
+    /// Same as [`run_with`](Self::run_with), and if the worker crashes before answering, the
+    /// request runs again on another worker (up to the pool's size plus one attempts). Only for
+    /// requests whose handler is safe to run twice.
+    pub fn run_retryable(&self, request: I, options: RunOptions) -> Reply<O>
+    where
+        I: Clone,
+    {
+        Reply::dispatched(Box::new(PoolDispatch {
+            pool: self.inner.clone(),
+            request: Some(request),
+            copy: Some(I::clone),
+            options,
+            attempts: 0,
+        }))
+    }
+
+    /// Same as [`run`](Self::run), blocking the calling thread until the response comes.
+    ///
+    /// # Errors
+    ///
+    /// Same as the future of [`run`](Self::run).
+    pub fn run_blocking(&self, request: I) -> Result<O, RunError> {
+        self.run(request).wait()
+    }
+
+    /// Shuts every worker down gracefully (see [`Worker::shutdown`]) and stops restarting them.
+    ///
+    /// # Errors
+    ///
+    /// The first worker's [`ShutdownError`], after every worker was shut down.
+    pub async fn shutdown(&self) -> Result<(), ShutdownError> {
+        let inner = self.inner.clone();
+        blocking::unblock(move || inner.shutdown()).await
+    }
+
+    /// Same as [`shutdown`](Self::shutdown), blocking the calling thread.
+    ///
+    /// # Errors
+    ///
+    /// Same as [`shutdown`](Self::shutdown).
+    pub fn shutdown_blocking(&self) -> Result<(), ShutdownError> {
+        self.inner.shutdown()
+    }
+
+    /// The process ids of the workers that are up.
+    pub fn pids(&self) -> Vec<u32> {
+        lock(&self.inner.state)
+            .slots
+            .iter()
+            .filter_map(|s| s.worker.as_ref().filter(|w| w.is_running()).map(|w| w.id()))
+            .collect()
+    }
+
+    /// How many times a worker was restarted.
+    pub fn restart_count(&self) -> usize {
+        lock(&self.inner.state).restart_count
+    }
+
+    /// Why the pool failed, once it did.
+    pub fn failure(&self) -> Option<RunError> {
+        let state = lock(&self.inner.state);
+        state
+            .failed
+            .as_ref()
+            .map(|reason| self.inner.failed(reason))
+    }
+}
+
+impl<I, O> Drop for WorkerPool<I, O> {
+    fn drop(&mut self) {
+        let workers: Vec<_> = {
+            let mut state = lock(&self.inner.state);
+            state.shutting_down = true;
+            state
+                .slots
+                .iter_mut()
+                .filter_map(|s| s.worker.take())
+                .collect()
+        };
+        self.inner.changed.notify_all();
+        if let Some(supervisor) = self.supervisor.take() {
+            let _ = supervisor.join();
+        }
+        // Killed and reaped as they drop.
+        drop(workers);
+    }
+}
+
+impl<I, O> PoolInner<I, O> {
+    fn failed(&self, reason: &str) -> RunError {
+        RunError::PoolFailed {
+            pool: self.name.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+impl<I: IpcValue, O: IpcValue> PoolInner<I, O> {
+    /// Asks `worker`'s reader thread to wake the supervisor when the worker exits.
+    fn watch(self: &Arc<Self>, worker: &Worker<I, O>) {
+        let pool: Weak<Self> = Arc::downgrade(self);
+        worker.on_exit(Box::new(move || {
+            if let Some(pool) = pool.upgrade() {
+                // Taking the lock orders this after the supervisor's check.
+                drop(lock(&pool.state));
+                pool.changed.notify_all();
+            }
+        }));
+    }
+
+    /// The least-loaded worker that is up.
+    fn pick(state: &PoolState<I, O>) -> Option<Arc<Worker<I, O>>> {
+        state
+            .slots
+            .iter()
+            .filter_map(|s| s.worker.as_ref())
+            .filter(|w| w.is_running())
+            .min_by_key(|w| w.in_flight())
+            .cloned()
+    }
+
+    fn backoff(&self, crashes_in_a_row: u32) -> Duration {
+        let factor = 2u32.saturating_pow(crashes_in_a_row.saturating_sub(1));
+        self.backoff_min
+            .saturating_mul(factor)
+            .min(self.backoff_max)
+    }
+
+    /// The supervisor thread: notices exits, restarts after a backoff, fails the pool at the
+    /// limit.
+    fn supervise(self: Arc<Self>) {
+        let mut state = lock(&self.state);
+        loop {
+            if state.shutting_down || state.failed.is_some() {
+                return;
+            }
+            let now = Instant::now();
+            let window = self.restart_window;
+            let mut last_crash = None;
+            for slot in &mut state.slots {
+                let crashed = slot.worker.as_ref().and_then(|w| w.crash_error());
+                if let Some(report) = crashed {
+                    // A replacement that crashed soon after it started makes the next backoff
+                    // longer; one that lived a while starts over.
+                    if now.duration_since(slot.started_at) < window {
+                        slot.crashes_in_a_row += 1;
+                    } else {
+                        slot.crashes_in_a_row = 1;
+                    }
+                    slot.worker = None;
+                    slot.crashed_at = Some(now);
+                    last_crash = Some(report);
+                }
+            }
+            if last_crash.is_some() {
+                state.last_crash = last_crash;
+            }
+            let due = state
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.worker.is_none())
+                .filter_map(|(i, s)| Some((i, s.crashed_at? + self.backoff(s.crashes_in_a_row))))
+                .min_by_key(|(_, at)| *at);
+            let Some((index, at)) = due else {
+                state = self
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            };
+            if at > now {
+                state = self
+                    .changed
+                    .wait_timeout(state, at - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+                continue;
+            }
+            while state
+                .restarts
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > window)
+            {
+                state.restarts.pop_front();
+            }
+            if state.restarts.len() >= self.max_restarts {
+                let last = state
+                    .last_crash
+                    .as_ref()
+                    .map_or_else(|| "unknown".to_owned(), |r| r.to_string());
+                let reason = format!(
+                    "its workers needed more than {} restarts within {:?}; the last crash: {last}",
+                    self.max_restarts, window
+                );
+                tracing::error!(pool = %self.name, "{reason}");
+                state.failed = Some(reason);
+                let wakers = std::mem::take(&mut state.wakers);
+                drop(state);
+                self.changed.notify_all();
+                wakers.into_iter().for_each(Waker::wake);
+                return;
+            }
+            state.restarts.push_back(now);
+            state.restart_count += 1;
+            drop(state);
+            let started = self.builder.clone().start_blocking();
+            state = lock(&self.state);
+            match started {
+                Ok(worker) if !state.shutting_down => {
+                    let worker = Arc::new(worker);
+                    self.watch(&worker);
+                    let slot = &mut state.slots[index];
+                    slot.worker = Some(worker);
+                    slot.started_at = Instant::now();
+                    let wakers = std::mem::take(&mut state.wakers);
+                    self.changed.notify_all();
+                    wakers.into_iter().for_each(Waker::wake);
+                }
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(pool = %self.name, error = %e, "restarting a worker failed");
+                    let slot = &mut state.slots[index];
+                    slot.crashes_in_a_row += 1;
+                    slot.crashed_at = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    fn shutdown(&self) -> Result<(), ShutdownError> {
+        let workers: Vec<_> = {
+            let mut state = lock(&self.state);
+            state.shutting_down = true;
+            state
+                .slots
+                .iter()
+                .filter_map(|s| s.worker.clone())
+                .collect()
+        };
+        self.changed.notify_all();
+        // Ask every worker first, so they drain at the same time, then wait for each.
+        let begun: Vec<_> = workers.iter().map(|w| w.begin_shutdown()).collect();
+        let mut first_error = None;
+        for (worker, begun) in workers.iter().zip(begun) {
+            let result = begun.and_then(|()| worker.wait_shutdown());
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Sends a pool request to a worker, and again after a crash when retryable.
+struct PoolDispatch<I, O> {
+    pool: Arc<PoolInner<I, O>>,
+    request: Option<I>,
+    /// Set for retryable requests: how to copy the request for each attempt.
+    copy: Option<fn(&I) -> I>,
+    options: RunOptions,
+    attempts: usize,
+}
+
+impl<I: IpcValue, O: IpcValue> Dispatch<O> for PoolDispatch<I, O> {
+    fn dispatch(&mut self, wait: Wait<'_>) -> Dispatched<O> {
+        let mut state = lock(&self.pool.state);
+        loop {
+            if let Some(reason) = &state.failed {
+                return Dispatched::Failed(self.pool.failed(reason));
+            }
+            if state.shutting_down {
+                return Dispatched::Failed(RunError::ShutDown {
+                    worker: self.pool.name.clone(),
+                });
+            }
+            if let Some(worker) = PoolInner::pick(&state) {
+                drop(state);
+                let request = match (self.copy, &self.request) {
+                    (Some(copy), Some(request)) => copy(request),
+                    _ => match self.request.take() {
+                        Some(request) => request,
+                        None => {
+                            return Dispatched::Failed(RunError::ShutDown {
+                                worker: self.pool.name.clone(),
+                            })
+                        }
+                    },
+                };
+                self.attempts += 1;
+                return Dispatched::Sent(worker.run_with(request, self.options.clone()));
+            }
+            match wait {
+                Wait::No => return Dispatched::Wait,
+                Wait::Waker(waker) => {
+                    if !state.wakers.iter().any(|w| w.will_wake(waker)) {
+                        state.wakers.push(waker.clone());
+                    }
+                    return Dispatched::Wait;
+                }
+                Wait::Block => {
+                    state = self
+                        .pool
+                        .changed
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+        }
+    }
+
+    fn retry_after(&self, error: &RunError) -> bool {
+        let size = lock(&self.pool.state).slots.len();
+        self.copy.is_some() && matches!(error, RunError::Crashed(_)) && self.attempts <= size
+    }
+}
