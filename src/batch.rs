@@ -27,7 +27,7 @@ struct State<T> {
     sending: bool,
 }
 
-/// Clears the sending flag even if the send panics (a user's `Serialize` may).
+/// Clears the sending flag if the send panics (a user's `Serialize` may).
 struct Sending<'a, T>(&'a Outbox<T>);
 
 impl<T> Drop for Sending<'_, T> {
@@ -80,11 +80,15 @@ impl<T> Outbox<T> {
             drop(batch);
             state = lock(&self.state);
             if state.queue.is_empty() {
+                // Cleared under the same lock that saw the queue empty: an item pushed after
+                // this is flushed by its own pusher, never left behind.
+                state.sending = false;
                 break;
             }
         }
         drop(state);
-        drop(guard);
+        std::mem::forget(guard);
+        self.idle.notify_all();
     }
 }
 

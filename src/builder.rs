@@ -257,6 +257,7 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
             },
             connect_timeout: self.connect_timeout,
             forward_stderr: self.forward_stderr,
+            quiet_stdout: false,
             parallelism: self.parallelism,
         };
         let Started::Connected(connected) = process::start(&spec)? else {
@@ -268,7 +269,7 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
         };
         Worker::connected(
             spec.name,
-            connected,
+            *connected,
             Settings {
                 shutdown_grace: self.shutdown_grace,
                 max_batch: self.max_batch,

@@ -173,6 +173,13 @@ pub enum StartError {
     /// This executable did not call [`init!`](crate::init), so it has no identity to compare.
     #[error("bincrew::init!() was not called at the top of this executable's main")]
     NotInitialized,
+    /// This process was started as a worker but never served: its `main` went on into app code
+    /// that starts workers. It refuses, rather than start copies of itself without end.
+    #[error("this process was started as worker `{worker}` but does not serve it: its main must call bincrew::init!() and then bincrew::Workers::run (or run_worker) before anything else")]
+    StartedAsWorker {
+        /// The worker name it was started as.
+        worker: String,
+    },
     /// An environment variable that configures bincrew holds a value it cannot use.
     #[error("environment variable {var}={value:?} is not valid: {expected}")]
     InvalidEnv {

@@ -78,7 +78,7 @@ pub use error::{
 pub use pool::{PoolBuilder, WorkerPool};
 pub use probe::{probe_binary, probe_worker, BinaryProbe, WorkerProbe};
 pub use reply::Reply;
-pub use serve::{run_worker, run_worker_blocking, RequestArgs, Workers};
+pub use serve::{run_worker, run_worker_blocking, CancelToken, RequestArgs, Workers};
 
 pub use ipc_channel::ipc::{
     bytes_channel, channel, IpcBytesReceiver, IpcBytesSender, IpcReceiver, IpcSender,

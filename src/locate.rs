@@ -78,12 +78,10 @@ impl Locate {
         }
 
         match app.and_then(|a| a.manifest_dir.as_deref()) {
-            Some(dir) if dir.join("Cargo.toml").is_file() => {
-                match self.from_target_dir(dir, &file) {
-                    Ok(path) => return Ok(path),
-                    Err(why) => tried.push(why),
-                }
-            }
+            Some(dir) if dir.join("Cargo.toml").is_file() => match self.in_target_dir(dir, &file) {
+                Ok(path) => return Ok(path),
+                Err(why) => tried.push(why),
+            },
             _ => tried
                 .push("the cargo target dir (the app's sources are not on this machine)".into()),
         }
@@ -103,7 +101,7 @@ impl Locate {
     }
 
     /// Development: `<target dir>/<profile>/<binary>`, after `cargo build` when asked.
-    fn from_target_dir(&self, manifest_dir: &Path, file: &str) -> Result<PathBuf, String> {
+    fn in_target_dir(&self, manifest_dir: &Path, file: &str) -> Result<PathBuf, String> {
         let manifest = manifest_dir.join("Cargo.toml");
         let metadata = cargo_metadata::MetadataCommand::new()
             .manifest_path(&manifest)
@@ -170,6 +168,8 @@ impl Locate {
     }
 }
 
+/// A file to run as a worker binary: it exists and it is not the app's own executable (which
+/// would start itself again if it does not serve workers).
 fn is_file(path: &Path) -> bool {
-    path.is_file()
+    path.is_file() && !crate::os::is_current_exe(path)
 }

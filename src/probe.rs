@@ -50,17 +50,33 @@ fn spec(exe: &Path, name: &str, timeout: Duration) -> Spec {
         check: Check::Probe,
         connect_timeout: Some(timeout),
         forward_stderr: false,
+        quiet_stdout: true,
         parallelism: Some(1),
     }
 }
 
+/// Probes run nothing that is not a bincrew worker binary: an app's own `main` would run.
+fn check_is_worker(exe: &Path, name: &str) -> Result<(), StartError> {
+    if process::looks_like_worker(exe) {
+        return Ok(());
+    }
+    Err(StartError::NotAWorker {
+        worker: name.to_owned(),
+        exe: exe.to_path_buf(),
+        outcome: "was not started".to_owned(),
+        stderr: String::new(),
+    })
+}
+
 /// Starts `exe` as a worker of a name it does not serve, so that it reports its identity and
-/// the workers it serves, and exits.
+/// the workers it serves, and exits. A file without bincrew's worker entry point is not
+/// started at all ([`StartError::NotAWorker`]), and the process's stdout is discarded.
 ///
 /// # Errors
 ///
 /// A [`StartError`] when `exe` is not a bincrew binary, exits, hangs or breaks the handshake.
 pub fn probe_binary(exe: &Path, timeout: Duration) -> Result<BinaryProbe, StartError> {
+    check_is_worker(exe, LIST_NAME)?;
     let spec = spec(exe, LIST_NAME, timeout);
     match process::start(&spec)? {
         Started::Listed(hello) => match hello.build {
@@ -90,6 +106,7 @@ pub fn probe_binary(exe: &Path, timeout: Duration) -> Result<BinaryProbe, StartE
 /// A [`StartError`] for every way the start can fail; [`StartError::Handshake`] when the worker
 /// does not exit cleanly within `timeout` of the shutdown request (it is killed then).
 pub fn probe_worker(exe: &Path, name: &str, timeout: Duration) -> Result<WorkerProbe, StartError> {
+    check_is_worker(exe, name)?;
     let spec = spec(exe, name, timeout);
     let connected = match process::start(&spec)? {
         Started::Connected(connected) => connected,

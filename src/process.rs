@@ -37,6 +37,9 @@ pub(crate) const TIMEOUT_ENV: &str = "BINCREW_CONNECT_TIMEOUT";
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the handshake checks whether the process already exited.
 const EXIT_POLL: Duration = Duration::from_millis(10);
+/// How long the handshake waits, after seeing the process exit, for a hello it sent just before
+/// (a probed binary answers and exits at once).
+const LATE_HELLO_GRACE: Duration = Duration::from_millis(200);
 /// How long a crash report waits for the rest of stderr after the process exited.
 const STDERR_GRACE: Duration = Duration::from_millis(500);
 /// How much of stderr a crash report keeps.
@@ -59,6 +62,8 @@ pub(crate) struct Spec {
     pub(crate) check: Check,
     pub(crate) connect_timeout: Option<Duration>,
     pub(crate) forward_stderr: bool,
+    /// Discard the process's stdout instead of sharing the app's (probes).
+    pub(crate) quiet_stdout: bool,
     pub(crate) parallelism: Option<usize>,
 }
 
@@ -78,9 +83,9 @@ pub(crate) enum Check {
 /// How a handshake ended well.
 pub(crate) enum Started {
     /// The worker is ready for requests.
-    Connected(Connected),
+    Connected(Box<Connected>),
     /// A probe's answer from a binary that serves no worker of the name asked.
-    Listed(Hello),
+    Listed(Box<Hello>),
 }
 
 /// A worker that completed the handshake.
@@ -101,6 +106,14 @@ enum Event {
 
 /// Starts the worker process and completes the handshake.
 pub(crate) fn start(spec: &Spec) -> Result<Started, StartError> {
+    // `Workers::run` removes these variables when it serves: still set means this process was
+    // started as a worker and went on into its app code. Starting workers from there would
+    // start the same executable again and again.
+    if let Some(name) = std::env::var_os(WORKER_ENV) {
+        return Err(StartError::StartedAsWorker {
+            worker: name.to_string_lossy().into_owned(),
+        });
+    }
     let app = match &spec.check {
         Check::App { .. } => Some(build_info().ok_or(StartError::NotInitialized)?),
         Check::Probe => None,
@@ -141,13 +154,13 @@ pub(crate) fn start(spec: &Spec) -> Result<Started, StartError> {
         timeout,
     };
     match handshake.wait(&event_rx, Instant::now() + timeout) {
-        Ok(Ok((receiver, ready, hello, build))) => Ok(Started::Connected(Connected {
+        Ok(Ok((receiver, ready, hello, build))) => Ok(Started::Connected(Box::new(Connected {
             process,
             receiver,
             requests: ready.requests,
             hello,
             build,
-        })),
+        }))),
         Ok(Err(listed)) => {
             // It exits by itself after an unknown-worker hello; reap it.
             if process
@@ -156,7 +169,7 @@ pub(crate) fn start(spec: &Spec) -> Result<Started, StartError> {
             {
                 process.kill_and_reap();
             }
-            Ok(Started::Listed(listed))
+            Ok(Started::Listed(Box::new(listed)))
         }
         Err(err) => {
             process.kill_and_reap();
@@ -211,12 +224,18 @@ impl Handshake<'_> {
         deadline: Instant,
     ) -> Result<Outcome, StartError> {
         let mut checked = None;
+        // Once the process has exited: its status, and until when a hello it sent just before
+        // exiting may still come from the accept thread.
+        let mut exited: Option<(ExitInfo, Instant)> = None;
         loop {
             let now = Instant::now();
-            if now >= deadline {
-                return Err(self.timed_out());
-            }
-            match events.recv_timeout((deadline - now).min(EXIT_POLL)) {
+            let wait = match exited {
+                Some((exit, until)) if now >= until => return Err(self.exited(exit)),
+                Some((_, until)) => until - now,
+                None if now >= deadline => return Err(self.timed_out()),
+                None => (deadline - now).min(EXIT_POLL),
+            };
+            match events.recv_timeout(wait) {
                 Ok(Event::Hello(Ok(bytes))) => match self.check_hello(&bytes)? {
                     Ok(hello_and_build) => checked = Some(hello_and_build),
                     Err(listed) => return Ok(Err(listed)),
@@ -232,12 +251,17 @@ impl Handshake<'_> {
                 }
                 Ok(Event::Ready(Err(reason))) => return Err(self.exited_or(reason)),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Some(exit) = self.process.try_exit() {
-                        return Err(self.exited(exit));
+                    if exited.is_none() {
+                        if let Some(exit) = self.process.try_exit() {
+                            exited = Some((exit, Instant::now() + LATE_HELLO_GRACE));
+                        }
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(self.exited_or("the handshake thread ended unexpectedly".into()))
+                    if let Some((exit, _)) = exited {
+                        return Err(self.exited(exit));
+                    }
+                    return Err(self.exited_or("the handshake thread ended unexpectedly".into()));
                 }
             }
         }
@@ -428,6 +452,9 @@ impl Process {
             .stdin_null()
             .stderr_file(stderr_write)
             .unchecked();
+        if spec.quiet_stdout {
+            expr = expr.stdout_null();
+        }
         for (key, value) in env {
             expr = expr.env(key, value);
         }

@@ -59,6 +59,23 @@ impl<I> RequestArgs<I> {
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
     }
+
+    /// A handle on [`is_cancelled`](Self::is_cancelled) that outlives `self`, for handlers that
+    /// take the request out of the arguments.
+    pub fn cancel_token(&self) -> CancelToken {
+        CancelToken(self.cancelled.clone())
+    }
+}
+
+/// Whether the app gave up on a request; from [`RequestArgs::cancel_token`].
+#[derive(Clone, Debug)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// Same as [`RequestArgs::is_cancelled`].
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl<I: fmt::Debug> fmt::Debug for RequestArgs<I> {

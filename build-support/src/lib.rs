@@ -47,6 +47,8 @@
 //! Never run `cargo build` from a build script: it deadlocks on the target directory's lock.
 //! This crate only runs `cargo metadata --no-deps --offline`.
 #![deny(missing_docs)]
+// The example shows a build script's whole `main`.
+#![allow(clippy::needless_doctest_main)]
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -107,7 +109,7 @@ pub enum BuildError {
         /// The package that builds the worker binary.
         worker_package: String,
         /// Its version.
-        found: semver::Version,
+        found: String,
     },
 }
 
@@ -346,7 +348,7 @@ impl Workspace {
                     worker: worker.clone(),
                     required: required.clone(),
                     worker_package: provider.name.to_string(),
-                    found: provider.version.clone(),
+                    found: provider.version.to_string(),
                 });
             }
         }

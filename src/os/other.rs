@@ -17,6 +17,17 @@ pub(crate) fn self_exe() -> std::io::Result<PathBuf> {
     std::env::current_exe()
 }
 
+/// Whether `path` is the running executable's file.
+pub(crate) fn is_current_exe(path: &std::path::Path) -> bool {
+    match (
+        std::fs::canonicalize(path),
+        self_exe().and_then(std::fs::canonicalize),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 pub(crate) fn exe_identity() -> Option<String> {
     let path = self_exe().ok()?;
     let meta = std::fs::metadata(&path).ok()?;

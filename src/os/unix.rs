@@ -46,6 +46,17 @@ pub(crate) fn self_exe() -> std::io::Result<PathBuf> {
     std::env::current_exe()
 }
 
+/// Whether `path` is the running executable's file.
+pub(crate) fn is_current_exe(path: &std::path::Path) -> bool {
+    match (
+        std::fs::metadata(path),
+        std::fs::metadata(self_exe().unwrap_or_default()),
+    ) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Identity of the running executable file: device, inode, size and modification time.
 pub(crate) fn exe_identity() -> Option<String> {
     let meta = std::fs::metadata(self_exe().ok()?).ok()?;

@@ -85,19 +85,35 @@ impl Fixture {
 
     /// Runs cargo in the workspace with the shared build dir, offline.
     pub fn cargo(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO"))
+        self.command(env!("CARGO"))
             .args(args)
-            .arg("--offline")
-            .arg("--config")
-            .arg(format!(
-                "build.build-dir={:?}",
-                fixtures_dir().join("build").display().to_string()
-            ))
-            .current_dir(&self.dir)
-            .env("CARGO_TARGET_DIR", self.target_dir())
-            .env_remove("RUSTFLAGS")
+            .args(self.cargo_options())
             .output()
             .expect("cargo runs")
+    }
+
+    /// A command run in the workspace, in the environment [`cargo`](Self::cargo) runs in: for
+    /// tools that run cargo themselves (pass them [`cargo_options`](Self::cargo_options) too).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        command
+            .current_dir(&self.dir)
+            .env("CARGO", env!("CARGO"))
+            .env("CARGO_TARGET_DIR", self.target_dir())
+            .env_remove("RUSTFLAGS");
+        command
+    }
+
+    /// The options every cargo command of the fixture takes: offline, with the shared build dir.
+    pub fn cargo_options(&self) -> Vec<String> {
+        vec![
+            "--offline".to_owned(),
+            "--config".to_owned(),
+            format!(
+                "build.build-dir={:?}",
+                fixtures_dir().join("build").display().to_string()
+            ),
+        ]
     }
 
     /// `cargo build`, asserting it succeeds; returns its stderr.

@@ -1,11 +1,14 @@
 //! Integration tests: real worker processes, crashed for real.
 
+mod bad_input;
 mod basics;
 mod build_support;
 mod channels;
 mod crash;
+mod deploy;
 mod executors;
 mod fixture;
 mod handshake;
 mod selfspawn;
+mod supervision;
 mod support;

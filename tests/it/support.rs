@@ -24,9 +24,18 @@ pub fn worker_bin(name: &str) -> PathBuf {
     let profile = profile_dir();
     let built = BUILT.get_or_init(|| {
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", "hasher", "-p", "misbehave"])
-            .arg("--manifest-path")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "hasher",
+            "-p",
+            "misbehave",
+            "-p",
+            "cargo-bincrew",
+        ])
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
         if profile.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }

@@ -4,7 +4,10 @@
 //! Environment variables make it break the handshake instead (read before it serves):
 //! `MISBEHAVE_EXIT_EARLY=<code>` exits before connecting, `MISBEHAVE_NEVER_CONNECT=1` never
 //! connects, `MISBEHAVE_WRONG_TOKEN=1` presents a wrong token, `MISBEHAVE_GARBAGE_HELLO=1` sends
-//! garbage instead of a hello, `MISBEHAVE_NO_INIT=1` skips `bincrew::init!()`.
+//! garbage instead of a hello, `MISBEHAVE_TRUNCATED_HELLO=1` sends half a hello,
+//! `MISBEHAVE_NO_INIT=1` skips `bincrew::init!()`, and `MISBEHAVE_FAKE=garbage` or
+//! `MISBEHAVE_FAKE=truncated` completes a correct handshake by hand, then sends a message that
+//! does not decode.
 
 use bincrew::{IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize};
@@ -13,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub const WORKER: &str = "misbehave";
 
 /// What to do.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
     /// Answer with the text.
     Echo(String),
@@ -51,8 +54,21 @@ pub enum Request {
     StackOverflow,
     /// Exit with this code.
     Exit(i32),
-    /// Never answer.
+    /// Never answer, ignoring cancellation.
     Hang,
+    /// Work for up to `ms` milliseconds, giving up early when the app cancels the request;
+    /// answers `finished` or `cancelled`.
+    Busy {
+        /// How long.
+        ms: u64,
+    },
+    /// Allocate this many bytes (and touch them), then answer with the count.
+    Allocate(u64),
+    /// Answer with how many `Busy` requests saw their cancellation.
+    CancelledCount,
+    /// Segfault if this file does not exist (creating it first), else answer `survived`: a
+    /// request that crashes its first worker only.
+    CrashOnce(std::path::PathBuf),
 }
 
 /// What it answers.

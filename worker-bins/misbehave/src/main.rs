@@ -4,16 +4,20 @@
 
 use std::collections::HashSet;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bincrew::{RequestArgs, Worker};
+use bincrew::{IpcSender, RequestArgs, Worker};
 use misbehave::{Request, Response, WORKER};
 
 static RELEASED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+/// How many `Busy` requests saw their cancellation.
+static CANCELLED: AtomicU64 = AtomicU64::new(0);
 static RELEASE: Condvar = Condvar::new();
 
 fn handle(args: RequestArgs<Request>) -> Response {
+    let cancel = args.cancel_token();
     match args.request {
         Request::Echo(text) => Response::Text(text),
         Request::WaitFor(key) => {
@@ -51,6 +55,15 @@ fn handle(args: RequestArgs<Request>) -> Response {
             Response::Text(format!("{} {sum}", blob.len()))
         }
         Request::Pid => Response::Number(u64::from(std::process::id())),
+        Request::CancelledCount => Response::Number(CANCELLED.load(Ordering::Relaxed)),
+        Request::CrashOnce(marker) => {
+            if std::fs::create_dir(&marker).is_ok() {
+                let p: *mut u8 = std::hint::black_box(std::ptr::null_mut());
+                // SAFETY: none; crashing is the point.
+                unsafe { p.write_volatile(1) };
+            }
+            Response::Text("survived".into())
+        }
         Request::Panic(message) => panic!("{message}"),
         Request::Abort => std::process::abort(),
         Request::Segfault => {
@@ -64,6 +77,25 @@ fn handle(args: RequestArgs<Request>) -> Response {
         Request::Hang => loop {
             std::thread::sleep(Duration::from_secs(3600));
         },
+        Request::Busy { ms } => {
+            let until = Instant::now() + Duration::from_millis(ms);
+            while Instant::now() < until {
+                if cancel.is_cancelled() {
+                    CANCELLED.fetch_add(1, Ordering::Relaxed);
+                    return Response::Text("cancelled".into());
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Response::Text("finished".into())
+        }
+        Request::Allocate(bytes) => {
+            let mut block = vec![0u8; usize::try_from(bytes).unwrap_or(usize::MAX)];
+            let len = block.len();
+            for i in (0..len).step_by(4096) {
+                block[i] = 1;
+            }
+            Response::Number(std::hint::black_box(block).len() as u64)
+        }
     }
 }
 
@@ -93,6 +125,13 @@ fn misbehave_before_serving() {
     if std::env::var_os("MISBEHAVE_WRONG_TOKEN").is_some() {
         std::env::set_var("BINCREW_TOKEN", "not-the-token");
     }
+    if std::env::var_os("MISBEHAVE_TRUNCATED_HELLO").is_some() {
+        send_raw_hello(b"bincrew-worker-hello/1\ntoken=x\nsta");
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+    if let Ok(kind) = std::env::var("MISBEHAVE_FAKE") {
+        fake_worker(&kind);
+    }
     if std::env::var_os("MISBEHAVE_GARBAGE_HELLO").is_some() {
         if let Ok(server) = std::env::var("BINCREW_SERVER") {
             if let Ok(tx) = bincrew::IpcSender::<String>::connect(server) {
@@ -118,8 +157,19 @@ fn main() {
         "selfspawn" => selfspawn(),
         "hold" => hold(),
         "start-silent" => start_silent(),
+        "upgrade-check" => upgrade_check(),
+        "soak" => soak(
+            std::env::args()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1000),
+            std::env::args()
+                .nth(3)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1_000_000),
+        ),
         _ => {
-            eprintln!("misbehave is a bincrew worker binary: its app starts it (or run it with selfspawn, hold or start-silent)");
+            eprintln!("misbehave is a bincrew worker binary: its app starts it (or run it with selfspawn, hold, start-silent, upgrade-check or soak)");
             std::process::exit(2);
         }
     }
@@ -158,13 +208,27 @@ fn selfspawn() {
 
 /// An app that starts its worker, prints the worker's pid and waits to be killed.
 fn hold() {
-    let worker = match Worker::<Request, Response>::start_blocking(WORKER) {
+    let worker = match Worker::<Request, Response>::builder(WORKER)
+        .parallelism(4)
+        .start_blocking()
+    {
         Ok(worker) => worker,
         Err(e) => {
             println!("start failed: {e}");
             std::process::exit(1);
         }
     };
+    // `hold hang`: the worker is stuck in a handler when the app dies.
+    if std::env::args().nth(2).as_deref() == Some("hang") {
+        let stuck = worker.run(Request::Hang);
+        // Waiting sends it; the thread waits forever.
+        std::thread::spawn(move || stuck.wait());
+        // Sent after the hang, answered by another handler thread: the hang is under way.
+        if worker.run_blocking(Request::Echo(String::new())).is_err() {
+            println!("the worker failed");
+            std::process::exit(1);
+        }
+    }
     println!("worker-pid {}", worker.id());
     let _ = std::io::stdout().flush();
     loop {
@@ -180,5 +244,242 @@ fn start_silent() {
     match result {
         Ok(_) => println!("started?"),
         Err(e) => println!("start failed: {e}"),
+    }
+}
+
+/// Bytes sent through ipc-channel exactly as they are: a tuple of `u8` has no length prefix.
+struct Raw(Vec<u8>);
+
+impl serde::Serialize for Raw {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut tuple = serializer.serialize_tuple(self.0.len())?;
+        for byte in &self.0 {
+            tuple.serialize_element(byte)?;
+        }
+        tuple.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Raw {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("send only"))
+    }
+}
+
+fn connect_raw() -> Option<IpcSender<Raw>> {
+    let server = std::env::var("BINCREW_SERVER").ok()?;
+    IpcSender::<Raw>::connect(server).ok()
+}
+
+fn send_raw_hello(bytes: &[u8]) {
+    if let Some(tx) = connect_raw() {
+        let _ = tx.send(Raw(bytes.to_vec()));
+    }
+}
+
+/// The `Ready` message, as the library encodes it: one sender.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Ready {
+    requests: IpcSender<Vec<u8>>,
+}
+
+/// Completes the handshake by hand, with the hello the library would send, then sends a message
+/// that does not decode as answers.
+fn fake_worker(kind: &str) -> ! {
+    let Some(info) = bincrew::build_info() else {
+        std::process::exit(4)
+    };
+    let Some(tx) = connect_raw() else {
+        std::process::exit(4)
+    };
+    let field = |k: &str, v: &str| format!("{k}={v}\n");
+    let mut hello = String::from("bincrew-worker-hello/1\n");
+    hello += &field("token", &std::env::var("BINCREW_TOKEN").unwrap_or_default());
+    hello += &field("status", "ready");
+    hello += &field("worker", WORKER);
+    hello += &field("served", WORKER);
+    hello += &field("request-type", std::any::type_name::<Request>());
+    hello += &field("response-type", std::any::type_name::<Response>());
+    hello += &field("package", &info.package);
+    hello += &field("version", &info.version.to_string());
+    hello += &field("build-id", info.build_id.as_deref().unwrap_or(""));
+    hello += &field("target", &info.target);
+    hello += &field("bincrew", &info.bincrew_version);
+    hello += &field("protocol", &info.protocol.to_string());
+    hello += &field("wire", &info.wire);
+    let _ = tx.send(Raw(hello.into_bytes()));
+    let Ok((requests, _requests_rx)) = bincrew::channel::<Vec<u8>>() else {
+        std::process::exit(4)
+    };
+    let ready: IpcSender<Ready> = tx.clone().to_opaque().to();
+    let _ = ready.send(Ready { requests });
+    let message = match kind {
+        // An enum variant index no message has.
+        "garbage" => vec![0xff, 0xff, 0xff, 0x7f, 1, 2, 3],
+        // `Answers` with five answers, then nothing.
+        _ => vec![0x00, 0x05],
+    };
+    let _ = tx.send(Raw(message));
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// An app whose executable file is replaced while it runs (the test does it, then writes a
+/// line to stdin): a self-spawned worker is still its own build, and a worker started from the
+/// file on disk fails the handshake.
+fn upgrade_check() {
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    match Worker::<Request, Response>::start_blocking(WORKER) {
+        Ok(worker) => match worker.run_blocking(Request::Echo("same build".into())) {
+            Ok(Response::Text(text)) => println!("self-spawn: {text}"),
+            other => println!("self-spawn: unexpected {other:?}"),
+        },
+        Err(e) => println!("self-spawn failed: {e}"),
+    }
+    // The path it was started from, now holding the new file (`current_exe` would name the
+    // running, deleted one).
+    let on_disk = std::env::args_os().next().unwrap_or_default();
+    match Worker::<Request, Response>::builder("hasher")
+        .exe(on_disk)
+        .compat(bincrew::Compat::SameVersion)
+        .forward_stderr(false)
+        .start_blocking()
+    {
+        Ok(_) => println!("from disk: started?"),
+        Err(e) => println!("from disk: {e}"),
+    }
+}
+
+fn count_dir(path: &str) -> usize {
+    std::fs::read_dir(path).map_or(0, |d| d.count())
+}
+
+/// Child processes of this process, zombies included.
+fn children() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+                .filter(|stat| {
+                    stat.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(|p| p == me))
+                        .unwrap_or(false)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn resources() -> (usize, usize, usize) {
+    (
+        count_dir("/proc/self/fd"),
+        count_dir("/proc/self/task"),
+        children(),
+    )
+}
+
+/// One start, request, crash and drop of a self-spawned worker.
+fn cycle() {
+    let worker = Worker::<Request, Response>::builder(WORKER)
+        .forward_stderr(false)
+        .start_blocking()
+        .unwrap_or_else(|e| {
+            println!("soak: start failed: {e}");
+            std::process::exit(1)
+        });
+    if worker.run_blocking(Request::Echo(String::new())).is_err() {
+        println!("soak: a request failed");
+        std::process::exit(1);
+    }
+    if worker.run_blocking(Request::Segfault).is_ok() {
+        println!("soak: the segfault was answered");
+        std::process::exit(1);
+    }
+}
+
+/// Start, crash and restart `cycles` times, then `requests` requests through a two-worker pool,
+/// counting file descriptors, threads and child processes before and after.
+fn soak(cycles: usize, requests: usize) {
+    // The first cycle starts the process-wide threads (spawner, timer) for good; its reader and
+    // stderr threads end a moment after its worker.
+    cycle();
+    let settle = Instant::now() + Duration::from_secs(5);
+    let mut before = resources();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = resources();
+        if now == before || Instant::now() > settle {
+            break;
+        }
+        before = now;
+    }
+    let started = Instant::now();
+    for _ in 0..cycles {
+        cycle();
+    }
+    let cycle_time = started.elapsed();
+
+    let pool = bincrew::WorkerPool::<Request, Response>::builder(WORKER)
+        .size(2)
+        .configure(|w| w.forward_stderr(false))
+        .start_blocking()
+        .unwrap_or_else(|e| {
+            println!("soak: pool start failed: {e}");
+            std::process::exit(1)
+        });
+    let started = Instant::now();
+    let mut done = 0;
+    while done < requests {
+        let window = (requests - done).min(1000);
+        let replies: Vec<_> = (0..window)
+            .map(|_| pool.run(Request::Echo(String::new())))
+            .collect();
+        for reply in replies {
+            if reply.wait().is_err() {
+                println!("soak: a pool request failed");
+                std::process::exit(1);
+            }
+        }
+        done += window;
+    }
+    let request_time = started.elapsed();
+    if let Err(e) = pool.shutdown_blocking() {
+        println!("soak: pool shutdown failed: {e}");
+        std::process::exit(1);
+    }
+    drop(pool);
+
+    // Reader and stderr threads end a moment after their worker: let them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let leaked = |after: (usize, usize, usize)| {
+        after.0 > before.0 || after.1 > before.1 || after.2 > before.2
+    };
+    let mut after = resources();
+    while leaked(after) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        after = resources();
+    }
+    println!(
+        "cycles: {cycles} start+crash+restart in {:.2} s ({:.2} ms each)",
+        cycle_time.as_secs_f64(),
+        cycle_time.as_secs_f64() * 1000.0 / cycles.max(1) as f64
+    );
+    println!(
+        "requests: {requests} through a 2-worker pool in {:.2} s ({:.0} per second)",
+        request_time.as_secs_f64(),
+        requests as f64 / request_time.as_secs_f64().max(1e-9)
+    );
+    println!("fds: {} before, {} after", before.0, after.0);
+    println!("threads: {} before, {} after", before.1, after.1);
+    println!("children: {} before, {} after", before.2, after.2);
+    if !leaked(after) {
+        println!("no leaks");
+    } else {
+        println!("LEAK");
+        std::process::exit(1);
     }
 }

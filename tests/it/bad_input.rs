@@ -1,0 +1,67 @@
+//! Peers that break the protocol: each gives its typed error, never a hang or a panic.
+
+use bincrew::{RunError, StartError, Worker};
+use misbehave::{Request, Response};
+
+use crate::support::{init, misbehave};
+
+#[test]
+fn garbage_after_the_handshake_kills_the_worker_with_a_protocol_report() {
+    for kind in ["garbage", "truncated"] {
+        let worker = misbehave()
+            .env("MISBEHAVE_FAKE", kind)
+            .start_blocking()
+            .expect("the handshake itself is correct");
+        let err = worker
+            .run_blocking(Request::Echo(String::new()))
+            .expect_err("no answer");
+        let RunError::Crashed(report) = &err else {
+            panic!("{kind}: {err:?}")
+        };
+        let reason = report.killed_by_app.as_deref().expect("killed by the app");
+        assert!(
+            reason.starts_with("it broke the protocol: it sent a message that does not decode"),
+            "{kind}: {reason}"
+        );
+        assert!(
+            err.to_string()
+                .contains("was killed by the app: it broke the protocol"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_truncated_hello_is_rejected() {
+    let err = misbehave()
+        .env("MISBEHAVE_TRUNCATED_HELLO", "1")
+        .start_blocking()
+        .expect_err("rejected");
+    match &err {
+        StartError::Handshake { reason, .. } => {
+            assert!(reason.starts_with("its hello has"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_program_that_prints_garbage_and_exits_is_not_a_worker() {
+    init();
+    let err = Worker::<Request, Response>::builder("anything")
+        .exe("/bin/sh")
+        .arg("-c")
+        .arg("head -c 3000 /dev/urandom >&2; exit 3")
+        .forward_stderr(false)
+        .start_blocking()
+        .expect_err("not a worker");
+    match &err {
+        StartError::NotAWorker {
+            outcome, stderr, ..
+        } => {
+            assert_eq!(outcome, "exited with exit code 3");
+            assert!(!stderr.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+}
