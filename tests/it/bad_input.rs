@@ -65,3 +65,24 @@ fn a_program_that_prints_garbage_and_exits_is_not_a_worker() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_worker_process_that_runs_app_code_refuses_to_start_workers() {
+    // Started as a worker, it skips serving and runs `selfspawn`, whose start must refuse
+    // instead of starting a copy of itself.
+    let err = misbehave()
+        .env("MISBEHAVE_SKIP_SERVE", "1")
+        .arg("selfspawn")
+        .start_blocking()
+        .expect_err("never serves");
+    match &err {
+        StartError::ExitedBeforeHandshake { exit, stderr, .. } => {
+            assert_eq!(exit.code, Some(1));
+            assert!(
+                stderr.contains("start failed: this process was started as worker `misbehave` but does not serve it"),
+                "{stderr}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}

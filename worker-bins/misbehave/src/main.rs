@@ -147,10 +147,13 @@ fn main() {
         bincrew::init!();
     }
     misbehave_before_serving();
-    bincrew::Workers::new()
-        .blocking_worker(WORKER, handle)
-        .blocking_worker("echo-string", |args: RequestArgs<String>| args.request)
-        .run();
+    // `MISBEHAVE_SKIP_SERVE=1`: a worker process that goes on into app code instead of serving.
+    if std::env::var_os("MISBEHAVE_SKIP_SERVE").is_none() {
+        bincrew::Workers::new()
+            .blocking_worker(WORKER, handle)
+            .blocking_worker("echo-string", |args: RequestArgs<String>| args.request)
+            .run();
+    }
 
     let command = std::env::args().nth(1).unwrap_or_default();
     match command.as_str() {
@@ -181,6 +184,7 @@ fn selfspawn() {
         Ok(worker) => worker,
         Err(e) => {
             println!("start failed: {e}");
+            eprintln!("start failed: {e}");
             std::process::exit(1);
         }
     };
