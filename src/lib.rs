@@ -40,9 +40,10 @@
 //! # Threads
 //!
 //! On the app side each worker has one reader thread, which owns the receiving end of the
-//! worker's channel and completes the requests' futures, and one thread that drains the worker's
-//! stderr. Futures are woken from those threads, so they work on any executor. Starting and
-//! shutting down wait on [`blocking`]'s thread pool.
+//! worker's channel and completes the requests' futures; on Unix one thread for the whole
+//! process drains every worker's stderr. Futures are woken from those threads, so they work on
+//! any executor. Requests are sent by the threads that poll or wait their replies, batched, with
+//! no thread in between. Starting and shutting down wait on [`blocking`]'s thread pool.
 #![deny(missing_docs)]
 // The examples show where calls go in `main`.
 #![allow(clippy::needless_doctest_main)]

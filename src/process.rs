@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -559,7 +559,7 @@ struct StderrTail {
 
 impl StderrTail {
     fn start(
-        mut pipe: std::io::PipeReader,
+        pipe: std::io::PipeReader,
         forward: bool,
         name: &str,
     ) -> std::io::Result<Arc<StderrTail>> {
@@ -568,29 +568,26 @@ impl StderrTail {
             closed: Condvar::new(),
         });
         let filler = tail.clone();
-        thread::Builder::new()
-            .name(format!("bincrew-stderr-{name}"))
-            .spawn(move || {
-                let mut chunk = [0u8; 8192];
-                loop {
-                    let n = match pipe.read(&mut chunk) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(_) => break,
-                    };
+        crate::os::drain(
+            pipe,
+            name,
+            Box::new(move |chunk| match chunk {
+                Some(chunk) => {
                     if forward {
                         // The app's stderr being closed must not stop the draining.
-                        let _ = std::io::stderr().write_all(&chunk[..n]);
+                        let _ = std::io::stderr().write_all(chunk);
                     }
                     let mut state = lock(&filler.state);
-                    state.0.extend(&chunk[..n]);
+                    state.0.extend(chunk);
                     let excess = state.0.len().saturating_sub(STDERR_TAIL);
                     state.0.drain(..excess);
                 }
-                lock(&filler.state).1 = true;
-                filler.closed.notify_all();
-            })?;
+                None => {
+                    lock(&filler.state).1 = true;
+                    filler.closed.notify_all();
+                }
+            }),
+        )?;
         Ok(tail)
     }
 

@@ -44,3 +44,28 @@ pub(crate) fn exe_identity() -> Option<String> {
 pub(crate) fn start(expr: duct::Expression) -> std::io::Result<duct::Handle> {
     expr.start()
 }
+
+/// Reads `pipe` to its end on a thread of its own, calling `sink` with each chunk and then with
+/// `None`.
+pub(crate) fn drain(
+    mut pipe: std::io::PipeReader,
+    name: &str,
+    mut sink: Box<dyn FnMut(Option<&[u8]>) + Send>,
+) -> std::io::Result<()> {
+    use std::io::Read;
+    std::thread::Builder::new()
+        .name(format!("bincrew-stderr-{name}"))
+        .spawn(move || {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => sink(Some(&chunk[..n])),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+            sink(None);
+        })?;
+    Ok(())
+}

@@ -138,3 +138,113 @@ pub(crate) fn start(expr: duct::Expression) -> std::io::Result<duct::Handle> {
         expr.start()
     }
 }
+
+type Sink = Box<dyn FnMut(Option<&[u8]>) + Send>;
+
+/// One thread for the whole process that drains every worker's stderr, with `poll(2)`: a worker
+/// costs the app its reader thread and nothing more.
+struct Pump {
+    pipes: std::sync::Mutex<Vec<(std::io::PipeReader, Sink)>>,
+    /// Written to when a pipe is added, to wake the `poll`.
+    wake: std::io::PipeWriter,
+}
+
+static PUMP: std::sync::OnceLock<Option<Pump>> = std::sync::OnceLock::new();
+
+/// Reads `pipe` to its end, calling `sink` with each chunk and then with `None`.
+pub(crate) fn drain(pipe: std::io::PipeReader, _name: &str, sink: Sink) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    let pump = PUMP.get_or_init(|| {
+        let (wake_read, wake) = std::io::pipe().ok()?;
+        set_nonblocking(wake_read.as_raw_fd());
+        std::thread::Builder::new()
+            .name("bincrew-stderr".into())
+            .spawn(move || pump(wake_read))
+            .ok()?;
+        Some(Pump {
+            pipes: std::sync::Mutex::new(Vec::new()),
+            wake,
+        })
+    });
+    let Some(pump) = pump else {
+        return Err(std::io::Error::other("cannot start the stderr thread"));
+    };
+    set_nonblocking(pipe.as_raw_fd());
+    crate::process::lock(&pump.pipes).push((pipe, sink));
+    (&pump.wake).write_all(&[1])
+}
+
+fn set_nonblocking(fd: std::os::fd::RawFd) {
+    // SAFETY: fcntl on a descriptor this process owns.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+}
+
+fn pump(mut wake: std::io::PipeReader) {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+
+    // The pump is stored right after this thread starts.
+    let pump = loop {
+        match PUMP.get() {
+            Some(Some(pump)) => break pump,
+            Some(None) => return,
+            None => std::thread::sleep(std::time::Duration::from_millis(1)),
+        }
+    };
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let mut fds: Vec<libc::pollfd> = vec![libc::pollfd {
+            fd: wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        fds.extend(
+            crate::process::lock(&pump.pipes)
+                .iter()
+                .map(|(pipe, _)| libc::pollfd {
+                    fd: pipe.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                }),
+        );
+        // SAFETY: `fds` is a valid array of pollfd of the given length.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if ready < 0 {
+            continue;
+        }
+        if fds[0].revents != 0 {
+            while matches!(wake.read(&mut chunk), Ok(n) if n > 0) {}
+        }
+        let mut pipes = crate::process::lock(&pump.pipes);
+        for polled in &fds[1..] {
+            if polled.revents == 0 {
+                continue;
+            }
+            let Some(index) = pipes.iter().position(|(p, _)| p.as_raw_fd() == polled.fd) else {
+                continue;
+            };
+            let (pipe, sink) = &mut pipes[index];
+            // Non-blocking: a stale readiness reads nothing and is skipped.
+            let ended = loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break true,
+                    Ok(n) => sink(Some(&chunk[..n])),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                    Err(_) => break true,
+                }
+            };
+            if ended {
+                let (_pipe, mut sink) = pipes.swap_remove(index);
+                sink(None);
+            }
+        }
+    }
+}
