@@ -61,6 +61,7 @@ mod process;
 mod protocol;
 mod reply;
 mod serve;
+mod shared;
 mod timer;
 
 #[cfg(unix)]
@@ -80,6 +81,7 @@ pub use pool::{PoolBuilder, WorkerPool};
 pub use probe::{probe_binary, probe_worker, BinaryProbe, WorkerProbe};
 pub use reply::Reply;
 pub use serve::{run_worker, run_worker_blocking, CancelToken, RequestArgs, Workers};
+pub use shared::SharedBuffer;
 
 pub use ipc_channel::ipc::{
     bytes_channel, channel, IpcBytesReceiver, IpcBytesSender, IpcReceiver, IpcSender,

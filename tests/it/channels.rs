@@ -47,6 +47,26 @@ fn a_request_carries_a_large_shared_memory_blob() {
 }
 
 #[test]
+fn a_shared_buffer_written_in_place_goes_to_the_worker_and_back() {
+    let worker = start_misbehave();
+    let mut buffer = bincrew::SharedBuffer::zeroed(8 * 1024 * 1024);
+    for (i, byte) in buffer.iter_mut().enumerate() {
+        *byte = (i % 200) as u8;
+    }
+    let answer = worker
+        .run_blocking(Request::Increment(buffer))
+        .expect("answer");
+    let Response::Buffer(buffer) = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(buffer.len(), 8 * 1024 * 1024);
+    assert!(buffer
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == (i % 200) as u8 + 1));
+}
+
+#[test]
 fn the_dedicated_hasher_hashes_a_blob_and_a_file_with_progress() {
     let worker = start_hasher();
     let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7) as u8).collect();

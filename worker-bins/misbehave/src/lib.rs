@@ -64,6 +64,8 @@ pub enum Request {
     },
     /// Allocate this many bytes (and touch them), then answer with the count.
     Allocate(u64),
+    /// Add one to every byte of the buffer in place, and send it back.
+    Increment(bincrew::SharedBuffer),
     /// Answer with how many `Busy` requests saw their cancellation.
     CancelledCount,
     /// Segfault if this file does not exist (creating it first), else answer `survived`: a
@@ -78,4 +80,6 @@ pub enum Response {
     Text(String),
     /// A number.
     Number(u64),
+    /// A shared buffer.
+    Buffer(bincrew::SharedBuffer),
 }

@@ -55,6 +55,12 @@ fn handle(args: RequestArgs<Request>) -> Response {
             Response::Text(format!("{} {sum}", blob.len()))
         }
         Request::Pid => Response::Number(u64::from(std::process::id())),
+        Request::Increment(mut buffer) => {
+            for byte in buffer.iter_mut() {
+                *byte = byte.wrapping_add(1);
+            }
+            Response::Buffer(buffer)
+        }
         Request::CancelledCount => Response::Number(CANCELLED.load(Ordering::Relaxed)),
         Request::CrashOnce(marker) => {
             if std::fs::create_dir(&marker).is_ok() {
