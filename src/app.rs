@@ -514,7 +514,7 @@ impl<I: IpcValue, O: IpcValue> Inner<I, O> {
     /// The reader thread: completes replies until the worker's channel ends.
     fn read(self: Arc<Self>, receiver: IpcReceiver<ToApp<O>>) {
         let protocol_error = loop {
-            match receiver.recv() {
+            match crate::protocol::recv_guarded(&receiver) {
                 Ok(ToApp::Answers(answers)) => self.answer(answers),
                 Ok(ToApp::Panicked { message, location }) => {
                     self.process.record_panic(message, location)
@@ -522,6 +522,9 @@ impl<I: IpcValue, O: IpcValue> Inner<I, O> {
                 Err(IpcError::Disconnected) => break None,
                 Err(IpcError::SerializationError(e)) => {
                     break Some(format!("it sent a message that does not decode: {e}"))
+                }
+                Err(IpcError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    break Some(e.to_string())
                 }
                 Err(IpcError::Io(e)) => break Some(format!("reading its channel failed: {e}")),
             }

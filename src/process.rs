@@ -196,7 +196,7 @@ fn accept_connection(server: IpcOneShotServer<RawBytes>, events: mpsc::Sender<Ev
         }
     };
     let receiver: IpcReceiver<Ready> = receiver.to_opaque().to();
-    let ready = match receiver.recv() {
+    let ready = match crate::protocol::recv_guarded(&receiver) {
         Ok(ready) => Ok((receiver.to_opaque(), ready)),
         Err(ipc_channel::IpcError::Disconnected) => {
             Err("it closed the connection after its hello".to_owned())

@@ -80,6 +80,27 @@ pub(crate) enum ToAppRef<'a, O> {
     },
 }
 
+/// Receives one message, turning a panic while decoding it into an error.
+///
+/// `ipc-channel` 0.23 panics ("index out of bounds") instead of failing when a message names a
+/// channel that did not come with it (its source marks this with a FIXME; found by fuzzing, see
+/// `fuzz/README.md`). A peer's garbage must never take down the thread that reads it.
+pub(crate) fn recv_guarded<T>(
+    receiver: &ipc_channel::ipc::IpcReceiver<T>,
+) -> Result<T, ipc_channel::IpcError>
+where
+    T: for<'de> Deserialize<'de> + Serialize,
+{
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| receiver.recv())).unwrap_or_else(
+        |_| {
+            Err(ipc_channel::IpcError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "it sent a message that names a channel it did not send",
+            )))
+        },
+    )
+}
+
 /// `ipc-channel` types a channel by a type that is both `Serialize` and `Deserialize`; the
 /// borrowed twins are only ever sent, so decoding them is an error.
 macro_rules! send_only {

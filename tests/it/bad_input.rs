@@ -86,3 +86,38 @@ fn a_worker_process_that_runs_app_code_refuses_to_start_workers() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_message_naming_a_channel_it_did_not_send_is_a_protocol_error_not_a_panic() {
+    // ipc-channel 0.23 panics decoding such a message; the reader must not die with it.
+    init();
+    let worker = Worker::<u32, bincrew::IpcSender<u32>>::builder("stream")
+        .exe(crate::support::worker_bin("misbehave"))
+        .compat(bincrew::Compat::SameVersion)
+        .forward_stderr(false)
+        .env("MISBEHAVE_FAKE", "bad-index")
+        .start_blocking()
+        .expect("the handshake itself is correct");
+    let err = worker.run_blocking(7).expect_err("no answer");
+    let RunError::Crashed(report) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        report.killed_by_app.as_deref(),
+        Some("it broke the protocol: it sent a message that names a channel it did not send")
+    );
+
+    let err = misbehave()
+        .env("MISBEHAVE_FAKE", "bad-ready")
+        .start_blocking()
+        .expect_err("rejected");
+    match &err {
+        StartError::Handshake { reason, .. } => {
+            assert!(
+                reason.contains("names a channel it did not send"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}

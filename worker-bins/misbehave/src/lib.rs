@@ -7,7 +7,9 @@
 //! garbage instead of a hello, `MISBEHAVE_TRUNCATED_HELLO=1` sends half a hello,
 //! `MISBEHAVE_NO_INIT=1` skips `bincrew::init!()`, and `MISBEHAVE_FAKE=garbage` or
 //! `MISBEHAVE_FAKE=truncated` completes a correct handshake by hand, then sends a message that
-//! does not decode.
+//! does not decode; `MISBEHAVE_FAKE=bad-index` does the same as worker `stream` (`u32` requests,
+//! `IpcSender<u32>` responses) with an answer naming a channel it did not send, and
+//! `MISBEHAVE_FAKE=bad-ready` sends such a `Ready` message.
 
 use bincrew::{IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize};

@@ -303,14 +303,28 @@ fn fake_worker(kind: &str) -> ! {
     let Some(tx) = connect_raw() else {
         std::process::exit(4)
     };
+    // `bad-index` answers as worker `stream`, whose responses are channels.
+    let (name, request_type, response_type) = if kind == "bad-index" {
+        (
+            "stream",
+            std::any::type_name::<u32>(),
+            std::any::type_name::<IpcSender<u32>>(),
+        )
+    } else {
+        (
+            WORKER,
+            std::any::type_name::<Request>(),
+            std::any::type_name::<Response>(),
+        )
+    };
     let field = |k: &str, v: &str| format!("{k}={v}\n");
     let mut hello = String::from("bincrew-worker-hello/1\n");
     hello += &field("token", &std::env::var("BINCREW_TOKEN").unwrap_or_default());
     hello += &field("status", "ready");
-    hello += &field("worker", WORKER);
-    hello += &field("served", WORKER);
-    hello += &field("request-type", std::any::type_name::<Request>());
-    hello += &field("response-type", std::any::type_name::<Response>());
+    hello += &field("worker", name);
+    hello += &field("served", name);
+    hello += &field("request-type", request_type);
+    hello += &field("response-type", response_type);
     hello += &field("package", &info.package);
     hello += &field("version", &info.version.to_string());
     hello += &field("build-id", info.build_id.as_deref().unwrap_or(""));
@@ -322,11 +336,20 @@ fn fake_worker(kind: &str) -> ! {
     let Ok((requests, _requests_rx)) = bincrew::channel::<Vec<u8>>() else {
         std::process::exit(4)
     };
+    if kind == "bad-ready" {
+        // `Ready` naming channel 0 without sending any.
+        let _ = tx.send(Raw(vec![0x00]));
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     let ready: IpcSender<Ready> = tx.clone().to_opaque().to();
     let _ = ready.send(Ready { requests });
     let message = match kind {
         // An enum variant index no message has.
         "garbage" => vec![0xff, 0xff, 0xff, 0x7f, 1, 2, 3],
+        // `Answers` with one answer to request 0 that names channel 0, sending none.
+        "bad-index" => vec![0x00, 0x01, 0x00, 0x00, 0x00],
         // `Answers` with five answers, then nothing.
         _ => vec![0x00, 0x05],
     };

@@ -1,0 +1,15 @@
+#![no_main]
+//! The app decoding a worker's answers, `ToApp<Output>` (postcard), where `Output` carries bytes,
+//! strings, enums, an `IpcSharedMemory` and, in two `Outcome` variants, an `IpcSender<u32>` and an
+//! `IpcReceiver<Vec<u8>>`. The input comes with no OS channels or shared memory attached.
+
+use bincrew_fuzz::Output;
+use libfuzzer_sys::{fuzz_target, Corpus};
+
+// `init`/`known::run`: see `bincrew_fuzz::known` (off unless BINCREW_FUZZ_SKIP_KNOWN=1).
+fuzz_target!(init: bincrew_fuzz::known::init(), |data: &[u8]| -> Corpus {
+    let decoded = bincrew_fuzz::known::run(|| {
+        let _ = bincrew::__private::fuzz::answers::<Output>(data);
+    });
+    if decoded { Corpus::Keep } else { Corpus::Reject }
+});

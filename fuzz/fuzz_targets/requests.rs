@@ -1,0 +1,15 @@
+#![no_main]
+//! A worker decoding the app's requests, `Vec<Item<Job>>` (postcard), where `Job` carries bytes,
+//! strings, an enum, an `IpcSharedMemory` and an `Option<IpcSender<u32>>`. The input comes with
+//! no OS channels or shared memory attached.
+
+use bincrew_fuzz::Job;
+use libfuzzer_sys::{fuzz_target, Corpus};
+
+// `init`/`known::run`: see `bincrew_fuzz::known` (off unless BINCREW_FUZZ_SKIP_KNOWN=1).
+fuzz_target!(init: bincrew_fuzz::known::init(), |data: &[u8]| -> Corpus {
+    let decoded = bincrew_fuzz::known::run(|| {
+        let _ = bincrew::__private::fuzz::requests::<Job>(data);
+    });
+    if decoded { Corpus::Keep } else { Corpus::Reject }
+});
