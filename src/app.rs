@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,10 @@ use crate::IpcValue;
 
 /// How long the reader waits for a worker that closed its channel to exit by itself.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// How long the reader thread leaves the channel to threads in `Reply::wait` after the last one
+/// is done, before reading it again itself: long enough for a loop of blocking calls to keep
+/// reading its own answers, short enough to notice an idle worker's crash at once.
+const IDLE_HANDOVER: Duration = Duration::from_millis(2);
 
 /// Options for one request, for [`Worker::run_with`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -88,8 +92,28 @@ pub(crate) struct Inner<I, O> {
     sender: OpaqueIpcSender,
     outbox: Outbox<Item<I>>,
     state: Mutex<State<O>>,
+    /// Who reads the worker's channel; see [`Reading`].
+    reading: Mutex<Reading<O>>,
+    /// Signalled when the channel is free to read, when a request completes while a thread
+    /// waits in `Reply::wait`, and when the channel ends.
+    turn: Condvar,
     next_id: AtomicU64,
     settings: Settings,
+}
+
+/// The receiving end of the worker's channel is read by one thread at a time: a thread blocked
+/// in [`Reply::wait`] reads it itself (so its answer reaches it without a hand-off between
+/// threads), and otherwise the worker's reader thread does (for futures, and to notice a crash
+/// while nothing waits).
+struct Reading<O> {
+    /// The receiving end, when no thread is reading it.
+    receiver: Option<IpcReceiver<ToApp<O>>>,
+    /// Threads in `Reply::wait` for this worker.
+    waiters: usize,
+    /// A future is waiting: the reader thread should read now.
+    futures: bool,
+    /// The channel has ended and the worker's fate is settled.
+    ended: bool,
 }
 
 struct State<O> {
@@ -171,6 +195,13 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
     ) -> Result<Self, StartError> {
         let receiver: IpcReceiver<ToApp<O>> = connected.receiver.to();
         let inner = Arc::new(Inner {
+            reading: Mutex::new(Reading {
+                receiver: Some(receiver),
+                waiters: 0,
+                futures: false,
+                ended: false,
+            }),
+            turn: Condvar::new(),
             process: connected.process,
             sender: connected.requests,
             outbox: Outbox::new(settings.max_batch),
@@ -187,7 +218,7 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
         let reader_inner = inner.clone();
         let reader = thread::Builder::new()
             .name(format!("bincrew-reader-{name}"))
-            .spawn(move || reader_inner.read(receiver));
+            .spawn(move || reader_inner.read());
         if let Err(source) = reader {
             inner.process.kill_and_reap();
             return Err(StartError::Ipc {
@@ -354,12 +385,21 @@ impl<I, O> Drop for Worker<I, O> {
         for slot in leftover.into_values() {
             slot.complete(Err(self.inner.shut_down()));
         }
+        self.inner.wake_waiters();
         // Kill and reap: no zombie is left, whatever state the worker is in.
         self.inner.process.kill_and_reap();
     }
 }
 
 impl<I, O> Inner<I, O> {
+    /// Wakes the threads in `Reply::wait`, after requests were completed outside a read.
+    fn wake_waiters(&self) {
+        let waiting = lock(&self.reading).waiters > 0;
+        if waiting {
+            self.turn.notify_all();
+        }
+    }
+
     fn shut_down(&self) -> RunError {
         RunError::ShutDown {
             worker: self.process.name.clone(),
@@ -376,6 +416,19 @@ impl<I, O> Inner<I, O> {
 impl<I: IpcValue, O: IpcValue> Link<O> for Inner<I, O> {
     fn flush(&self) {
         Inner::flush(self);
+    }
+
+    fn wait(&self, slot: &Slot<O>) -> Result<O, RunError> {
+        Inner::wait(self, slot)
+    }
+
+    fn polled(&self) {
+        let mut reading = lock(&self.reading);
+        if !reading.futures {
+            reading.futures = true;
+            drop(reading);
+            self.turn.notify_all();
+        }
     }
 
     fn abandon(&self, id: u64) {
@@ -421,6 +474,7 @@ impl<I: IpcValue, O: IpcValue> Inner<I, O> {
                             reason: reason.clone(),
                         }));
                     }
+                    self.wake_waiters();
                 }
                 // The worker is gone: the reader thread fails the requests with the crash report.
                 Err(e) => {
@@ -486,6 +540,7 @@ impl<I: IpcValue, O: IpcValue> Inner<I, O> {
             worker: self.process.name.clone(),
             timeout,
         }));
+        self.wake_waiters();
         self.outbox.push(Item::Cancel(id));
         self.flush();
         if let Some(grace) = self.settings.kill_after_timeout {
@@ -511,26 +566,110 @@ impl<I: IpcValue, O: IpcValue> Inner<I, O> {
         }
     }
 
-    /// The reader thread: completes replies until the worker's channel ends.
-    fn read(self: Arc<Self>, receiver: IpcReceiver<ToApp<O>>) {
-        let protocol_error = loop {
-            match crate::protocol::recv_guarded(&receiver) {
-                Ok(ToApp::Answers(answers)) => self.answer(answers),
-                Ok(ToApp::Panicked { message, location }) => {
-                    self.process.record_panic(message, location)
-                }
-                Err(IpcError::Disconnected) => break None,
-                Err(IpcError::SerializationError(e)) => {
-                    break Some(format!("it sent a message that does not decode: {e}"))
-                }
-                Err(IpcError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    break Some(e.to_string())
-                }
-                Err(IpcError::Io(e)) => break Some(format!("reading its channel failed: {e}")),
+    /// Reads one message and acts on it; `Err` when the channel ended, with why if it broke
+    /// the protocol.
+    fn read_once(&self, receiver: &IpcReceiver<ToApp<O>>) -> Result<(), Option<String>> {
+        match crate::protocol::recv_guarded(receiver) {
+            Ok(ToApp::Answers(answers)) => self.answer(answers),
+            Ok(ToApp::Panicked { message, location }) => {
+                self.process.record_panic(message, location)
             }
+            Err(IpcError::Disconnected) => return Err(None),
+            Err(IpcError::SerializationError(e)) => {
+                return Err(Some(format!("it sent a message that does not decode: {e}")))
+            }
+            Err(IpcError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(Some(e.to_string()))
+            }
+            Err(IpcError::Io(e)) => return Err(Some(format!("reading its channel failed: {e}"))),
+        }
+        Ok(())
+    }
+
+    /// Reads with `receiver` (taken from `reading`) once, gives it back, and wakes the others;
+    /// settles the worker's fate if the channel ended.
+    fn take_turn(&self, receiver: IpcReceiver<ToApp<O>>) {
+        match self.read_once(&receiver) {
+            Ok(()) => {
+                lock(&self.reading).receiver = Some(receiver);
+                self.turn.notify_all();
+            }
+            Err(protocol_error) => {
+                drop(receiver);
+                self.finish(protocol_error);
+                lock(&self.reading).ended = true;
+                self.turn.notify_all();
+            }
+        }
+    }
+
+    /// The reader thread: reads whenever no thread in `Reply::wait` does, until the channel
+    /// ends.
+    fn read(self: Arc<Self>) {
+        let mut reading = lock(&self.reading);
+        loop {
+            if reading.ended {
+                return;
+            }
+            if reading.receiver.is_none() || reading.waiters > 0 {
+                reading = self
+                    .turn
+                    .wait(reading)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            if !reading.futures {
+                // Leave the channel to the next blocking call for a moment.
+                let (next, timeout) = self
+                    .turn
+                    .wait_timeout(reading, IDLE_HANDOVER)
+                    .unwrap_or_else(PoisonError::into_inner);
+                reading = next;
+                if !timeout.timed_out() {
+                    continue;
+                }
+                if reading.receiver.is_none() || reading.waiters > 0 || reading.ended {
+                    continue;
+                }
+            }
+            let Some(receiver) = reading.receiver.take() else {
+                continue;
+            };
+            reading.futures = false;
+            drop(reading);
+            self.take_turn(receiver);
+            reading = lock(&self.reading);
+        }
+    }
+
+    /// `Reply::wait`: reads the channel itself while no other thread does, until `slot` is
+    /// answered.
+    fn wait(&self, slot: &Slot<O>) -> Result<O, RunError> {
+        let mut reading = lock(&self.reading);
+        reading.waiters += 1;
+        let result = loop {
+            if let Some(result) = slot.take() {
+                break result;
+            }
+            if reading.ended {
+                // Every slot is settled when the channel ends; this one was taken meanwhile.
+                break Err(self.shut_down());
+            }
+            if let Some(receiver) = reading.receiver.take() {
+                drop(reading);
+                self.take_turn(receiver);
+                reading = lock(&self.reading);
+                continue;
+            }
+            reading = self
+                .turn
+                .wait(reading)
+                .unwrap_or_else(PoisonError::into_inner);
         };
-        drop(receiver);
-        self.finish(protocol_error);
+        reading.waiters -= 1;
+        drop(reading);
+        self.turn.notify_all();
+        result
     }
 
     fn answer(&self, answers: Vec<Answer<O>>) {

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use crate::error::RunError;
@@ -17,6 +17,10 @@ use crate::process::lock;
 pub(crate) trait Link<O>: Send + Sync {
     /// Sends the requests queued so far.
     fn flush(&self);
+    /// Blocks until `slot` is answered, reading the channel itself when nobody else does.
+    fn wait(&self, slot: &Slot<O>) -> Result<O, RunError>;
+    /// A future returned `Pending`: someone must read the channel for it.
+    fn polled(&self);
     /// The reply was dropped unanswered: withdraw or cancel request `id`.
     fn abandon(&self, id: u64);
 }
@@ -52,27 +56,31 @@ type SlotState<O> = (Option<Result<O, RunError>>, Option<Waker>);
 pub(crate) struct Slot<O> {
     /// The result once it came, and the waker of the task awaiting it.
     state: Mutex<SlotState<O>>,
-    filled: Condvar,
 }
 
 impl<O> Slot<O> {
     pub(crate) fn new() -> Self {
         Slot {
             state: Mutex::new((None, None)),
-            filled: Condvar::new(),
         }
     }
 
+    /// Stores the result and wakes the task awaiting it. A thread in `Reply::wait` is woken by
+    /// its worker (`Link::wait`).
     pub(crate) fn complete(&self, result: Result<O, RunError>) {
         let waker = {
             let mut state = lock(&self.state);
             state.0 = Some(result);
             state.1.take()
         };
-        self.filled.notify_all();
         if let Some(waker) = waker {
             waker.wake();
         }
+    }
+
+    /// The result, once.
+    pub(crate) fn take(&self) -> Option<Result<O, RunError>> {
+        lock(&self.state).0.take()
     }
 }
 
@@ -100,12 +108,6 @@ struct Sent<O> {
     slot: Arc<Slot<O>>,
     id: u64,
     link: Arc<dyn Link<O>>,
-}
-
-impl<O> Sent<O> {
-    fn take(&self) -> Option<Result<O, RunError>> {
-        lock(&self.slot.state).0.take()
-    }
 }
 
 impl<O> Reply<O> {
@@ -184,19 +186,7 @@ impl<O> Reply<O> {
                 },
                 Stage::Sent(sent) => {
                     sent.link.flush();
-                    let result = {
-                        let mut state = lock(&sent.slot.state);
-                        loop {
-                            if let Some(result) = state.0.take() {
-                                break result;
-                            }
-                            state = sent
-                                .slot
-                                .filled
-                                .wait(state)
-                                .unwrap_or_else(PoisonError::into_inner);
-                        }
-                    };
+                    let result = sent.link.wait(&sent.slot);
                     if let Some(result) = self.settle(result, Wait::Block) {
                         return result;
                     }
@@ -247,6 +237,7 @@ impl<O> Future for Reply<O> {
                         _ => state.1 = Some(cx.waker().clone()),
                     }
                     drop(state);
+                    sent.link.polled();
                     this.stage = Stage::Sent(sent);
                     return Poll::Pending;
                 }
@@ -259,7 +250,7 @@ impl<O> Future for Reply<O> {
 impl<O> Drop for Reply<O> {
     fn drop(&mut self) {
         if let Stage::Sent(sent) = &self.stage {
-            if let Some(result) = sent.take() {
+            if let Some(result) = sent.slot.take() {
                 // Answered but never collected: nothing to cancel.
                 drop(result);
             } else {
