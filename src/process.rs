@@ -31,6 +31,8 @@ pub(crate) const SERVER_ENV: &str = "BINCREW_SERVER";
 pub(crate) const TOKEN_ENV: &str = "BINCREW_TOKEN";
 /// How many requests the worker runs at once, when the app sets it.
 pub(crate) const PARALLELISM_ENV: &str = "BINCREW_PARALLELISM";
+/// The app's process id, so a worker can tell that its app died before it asked to die with it.
+pub(crate) const APP_PID_ENV: &str = "BINCREW_APP_PID";
 /// The app's connect timeout, when the builder does not set one.
 pub(crate) const TIMEOUT_ENV: &str = "BINCREW_CONNECT_TIMEOUT";
 
@@ -132,6 +134,7 @@ pub(crate) fn start(spec: &Spec) -> Result<Started, StartError> {
     env.push((WORKER_ENV.into(), spec.name.clone().into()));
     env.push((SERVER_ENV.into(), server_name.clone().into()));
     env.push((TOKEN_ENV.into(), token.clone().into()));
+    env.push((APP_PID_ENV.into(), std::process::id().to_string().into()));
     if let Some(n) = spec.parallelism {
         env.push((PARALLELISM_ENV.into(), n.to_string().into()));
     }

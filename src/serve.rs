@@ -23,7 +23,7 @@ use ipc_channel::IpcError;
 use crate::batch::{Outbox, DEFAULT_MAX_BATCH};
 use crate::build::build_info;
 use crate::hello::{Hello, RawBytes, Status};
-use crate::process::{lock, PARALLELISM_ENV, SERVER_ENV, TOKEN_ENV, WORKER_ENV};
+use crate::process::{lock, APP_PID_ENV, PARALLELISM_ENV, SERVER_ENV, TOKEN_ENV, WORKER_ENV};
 use crate::protocol::{Answer, Item, Ready, ToAppRef};
 use crate::IpcValue;
 
@@ -349,9 +349,19 @@ impl WorkerEnv {
             .ok()
             .and_then(|n| n.parse::<usize>().ok())
             .filter(|n| *n > 0);
-        for key in [WORKER_ENV, SERVER_ENV, TOKEN_ENV, PARALLELISM_ENV] {
+        let app_pid = std::env::var(APP_PID_ENV)
+            .ok()
+            .and_then(|pid| pid.parse::<u32>().ok());
+        for key in [
+            WORKER_ENV,
+            SERVER_ENV,
+            TOKEN_ENV,
+            PARALLELISM_ENV,
+            APP_PID_ENV,
+        ] {
             std::env::remove_var(key);
         }
+        crate::os::die_with_parent(app_pid);
         let Some(server) = server else {
             exit_with(
                 EXIT_CANNOT_SERVE,

@@ -40,6 +40,9 @@ pub(crate) fn exe_identity() -> Option<String> {
     ))
 }
 
+/// In a worker: nothing here; the closed request channel tells it its app is gone.
+pub(crate) fn die_with_parent(_app_pid: Option<u32>) {}
+
 /// Starts the worker process.
 pub(crate) fn start(expr: duct::Expression) -> std::io::Result<duct::Handle> {
     expr.start()

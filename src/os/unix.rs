@@ -70,39 +70,24 @@ pub(crate) fn exe_identity() -> Option<String> {
     ))
 }
 
-/// Starts the worker process. On Linux the child asks the kernel to kill it when its parent
-/// dies (`PR_SET_PDEATHSIG`), so it goes within a moment even when the app is killed with
-/// SIGKILL and even when a handler is stuck. The kernel ties that signal to the *thread* that
-/// spawned the child, so every worker is spawned from one thread that lives as long as the
-/// process.
+/// Starts the worker process.
+///
+/// On Linux the worker asks the kernel to kill it when its app dies (see [`die_with_parent`]).
+/// The kernel ties that signal to the *thread* that spawned the child, so workers are spawned
+/// from a thread that lives as long as the process: the main thread, or else one spawner thread.
+/// Nothing runs in the child before `exec`, so the spawn stays a `posix_spawn`.
 pub(crate) fn start(expr: duct::Expression) -> std::io::Result<duct::Handle> {
     #[cfg(target_os = "linux")]
     {
-        use std::os::unix::process::CommandExt;
         use std::sync::mpsc;
         use std::sync::{Mutex, OnceLock};
 
         type Job = Box<dyn FnOnce() + Send>;
         static SPAWNER: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
 
-        let parent = std::process::id();
-        let hooked = expr.before_spawn(move |cmd| {
-            // SAFETY: runs in the child between fork and exec; prctl, getppid and _exit are
-            // async-signal-safe.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    // The parent may have died before the prctl: then nobody will signal us.
-                    if libc::getppid() as u32 != parent {
-                        libc::_exit(1);
-                    }
-                    Ok(())
-                });
-            }
-            Ok(())
-        });
+        if std::thread::current().name() == Some("main") {
+            return expr.start();
+        }
         let spawner = SPAWNER.get_or_init(|| {
             let (jobs, job_rx) = mpsc::channel::<Job>();
             std::thread::Builder::new()
@@ -117,19 +102,18 @@ pub(crate) fn start(expr: duct::Expression) -> std::io::Result<duct::Handle> {
         });
         if let Some(spawner) = spawner {
             let (result_tx, result_rx) = mpsc::channel();
+            let job_expr = expr.clone();
             let job: Job = Box::new(move || {
-                let _ = result_tx.send(hooked.start());
+                let _ = result_tx.send(job_expr.start());
             });
-            let sent = crate::process::lock(spawner).send(job).is_ok();
-            if sent {
+            if crate::process::lock(spawner).send(job).is_ok() {
                 if let Ok(result) = result_rx.recv() {
                     return result;
                 }
             }
         }
-        // No spawner thread: the signal then follows the calling thread, so leave it unset.
         tracing::warn!(
-            "spawning without the parent-death signal: the spawner thread is unavailable"
+            "spawning from the calling thread: the worker dies with this thread, not the app"
         );
         expr.start()
     }
@@ -137,6 +121,24 @@ pub(crate) fn start(expr: duct::Expression) -> std::io::Result<duct::Handle> {
     {
         expr.start()
     }
+}
+
+/// In a worker: dies with its app. On Linux the kernel sends SIGKILL when the app (the thread
+/// that spawned this process) ends, even by SIGKILL; `app_pid` closes the race with an app that
+/// died before this call. Elsewhere the closed request channel is the only signal.
+pub(crate) fn die_with_parent(app_pid: Option<u32>) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl and getppid have no memory effects.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if app_pid.is_some_and(|pid| libc::getppid() as u32 != pid) {
+                std::process::exit(0);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = app_pid;
 }
 
 type Sink = Box<dyn FnMut(Option<&[u8]>) + Send>;
