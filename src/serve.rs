@@ -428,6 +428,7 @@ fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler<I, O>) {
             closed: false,
         }),
         changed: Condvar::new(),
+        drained: Condvar::new(),
         parallelism,
     });
     // One thread more than the parallelism: while `parallelism` handlers run, one thread still
@@ -446,9 +447,9 @@ fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler<I, O>) {
     }
     // Graceful shutdown: once the app asked for it and every request is answered, exit.
     let mut jobs = lock(&loop_.jobs);
-    while !(jobs.closed && jobs.queue.is_empty() && jobs.running.is_empty()) {
+    while !jobs.is_drained() {
         jobs = loop_
-            .changed
+            .drained
             .wait(jobs)
             .unwrap_or_else(std::sync::PoisonError::into_inner);
     }
@@ -466,7 +467,10 @@ struct Loop<I, O> {
     answers: ipc_channel::ipc::OpaqueIpcSender,
     outbox: Outbox<Answer<O>>,
     jobs: Mutex<Jobs<I>>,
+    /// Signalled for the handler threads: a request is queued, or nobody reads.
     changed: Condvar,
+    /// Signalled for the main thread once a shutdown has drained every request.
+    drained: Condvar,
     parallelism: usize,
 }
 
@@ -479,6 +483,13 @@ struct Jobs<I> {
     receiving: bool,
     /// The app asked for a shutdown.
     closed: bool,
+}
+
+impl<I> Jobs<I> {
+    /// A shutdown was asked for and every request is answered.
+    fn is_drained(&self) -> bool {
+        self.closed && self.queue.is_empty() && self.running.is_empty()
+    }
 }
 
 enum Next<I> {
@@ -503,7 +514,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                             break Next::Handle(id, request, cancelled);
                         }
                     }
-                    if jobs.closed && jobs.queue.is_empty() && jobs.running.is_empty() {
+                    if jobs.is_drained() {
                         break Next::Stop;
                     }
                     if !jobs.receiving {
@@ -530,17 +541,28 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
             id,
             cancelled,
         });
-        // Queued before the request stops counting as running, so a shutdown waits for it.
+        // Sent (or queued for the thread sending) before the request stops counting as running,
+        // so a shutdown waits for it; and before any wake-up, to keep those off its path.
         self.outbox.push(Answer::Done { id, response });
-        lock(&self.jobs).running.remove(&id);
-        self.changed.notify_all();
         self.outbox.flush(|batch| self.send_answers(batch));
+        let (more, drained) = {
+            let mut jobs = lock(&self.jobs);
+            jobs.running.remove(&id);
+            (!jobs.queue.is_empty(), jobs.is_drained())
+        };
+        if more {
+            // A handler slot is free for a queued request.
+            self.changed.notify_one();
+        }
+        if drained {
+            self.drained.notify_all();
+        }
     }
 
     fn receive(&self) {
         let message = lock(&self.receiver).recv();
         let mut dropped = Vec::new();
-        {
+        let (queued, drained) = {
             let mut jobs = lock(&self.jobs);
             jobs.receiving = false;
             match message {
@@ -569,8 +591,16 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                     &format!("cannot read a message from the app: {e}"),
                 ),
             }
+            (jobs.queue.len(), jobs.is_drained())
+        };
+        // This thread takes one queued request (or reads again); wake one more thread for each
+        // other one, and so that someone reads while this thread handles.
+        for _ in 0..queued.min(self.parallelism + 1) {
+            self.changed.notify_one();
         }
-        self.changed.notify_all();
+        if drained {
+            self.drained.notify_all();
+        }
         if !dropped.is_empty() {
             for id in dropped {
                 self.outbox.push(Answer::Cancelled { id });

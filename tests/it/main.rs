@@ -9,6 +9,7 @@ mod deploy;
 mod executors;
 mod fixture;
 mod handshake;
+mod locate;
 mod selfspawn;
 mod supervision;
 mod support;

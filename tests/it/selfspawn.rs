@@ -85,3 +85,25 @@ fn a_worker_binary_run_by_hand_explains_itself() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("its app starts it"));
 }
+
+#[test]
+fn a_dedicated_worker_binary_run_by_hand_says_what_it_is() {
+    let hasher = worker_bin("hasher");
+    let out = Command::new(&hasher)
+        .arg("--version")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.starts_with("hasher 0.2.0\nbuild id: "), "{stdout}");
+    assert!(stdout.contains("belongs to: bincrew-demo\n"), "{stdout}");
+    assert!(stdout.ends_with("serves workers: hasher\n"), "{stdout}");
+
+    let out = Command::new(&hasher).output().expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("hasher 0.2.0 is a bincrew worker binary, serving hasher: the app that uses it starts it"),
+        "{stderr}"
+    );
+}

@@ -167,6 +167,10 @@ fn main() {
         "hold" => hold(),
         "start-silent" => start_silent(),
         "upgrade-check" => upgrade_check(),
+        "locate" => locate(
+            &std::env::args().nth(2).unwrap_or_default(),
+            std::env::args().nth(3).as_deref() == Some("--search-path"),
+        ),
         "soak" => soak(
             std::env::args()
                 .nth(2)
@@ -514,5 +518,19 @@ fn soak(cycles: usize, requests: usize) {
     } else {
         println!("LEAK");
         std::process::exit(1);
+    }
+}
+
+/// An app that starts worker `misbehave` from the binary the locator finds under `binary`.
+fn locate(binary: &str, search_path: bool) {
+    let started = Worker::<Request, Response>::builder(WORKER)
+        .binary(binary)
+        .search_path(search_path)
+        .compat(bincrew::Compat::SameVersion)
+        .forward_stderr(false)
+        .start_blocking();
+    match started {
+        Ok(worker) => println!("started pid {}", worker.id()),
+        Err(e) => println!("error: {e}"),
     }
 }
