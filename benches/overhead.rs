@@ -11,7 +11,7 @@
 //! from there.)
 //!
 //! This executable is three programs:
-//! - started by bincrew as a worker, it serves the workers `echo`, `blob` and `hash`
+//! - started by bincrew as a worker, it serves the workers `echo`, `blob`, `buffer` and `hash`
 //!   ([`bincrew::Workers::run`] never returns then);
 //! - started with [`RAW_SERVER_ENV`] set, it is a raw ipc-channel peer: it connects to the
 //!   one-shot server named there, hands over a request sender and answers requests in a plain
@@ -22,6 +22,12 @@
 //! order rotated every run) so that a slow moment of the machine hits both; each side is warmed
 //! up once, and the table shows the median of several runs. Every child is killed and reaped when
 //! its case ends, and a watchdog ends the benchmark if it ever hangs.
+//!
+//! On a virtual machine with idle vCPUs, one-at-a-time round trips mostly measure how fast a
+//! halted vCPU wakes up: they come out bimodal (fast when both processes share a CPU, several
+//! times slower when each wakes the other across CPUs), on both sides. `taskset -c 0 cargo bench
+//! --bench overhead` keeps everything on one CPU and gives stable round-trip figures (the pool
+//! case is meaningless then). The "other load" column tells when other processes got in the way.
 
 use std::fmt::Display;
 use std::process::{Child, Command, Stdio};
@@ -30,9 +36,7 @@ use std::sync::{mpsc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bincrew::{
-    IpcReceiver, IpcSender, IpcSharedMemory, Reply, RequestArgs, SharedBuffer, StartError, Worker,
-};
+use bincrew::{IpcReceiver, IpcSender, IpcSharedMemory, Reply, RequestArgs, SharedBuffer, Worker};
 use ipc_channel::ipc::IpcOneShotServer;
 use ipc_channel::IpcError;
 use serde::{Deserialize, Serialize};
@@ -422,10 +426,10 @@ fn check_blob(back: &[u8], sent: &[u8], who: &str) {
     }
 }
 
-/// pool: throughput of two worker processes on this machine, fed round-robin by two client
-/// threads, each request a fixed CPU job (hashing 64 KiB) in the worker. The raw pool is two
-/// raw peers, each behind a mutex since a bare loop carries no request ids; bincrew's is two
-/// `Worker`s (see [`Pool`]).
+/// pool: throughput of two worker processes on this machine, fed by two client threads, each
+/// request a fixed CPU job (hashing 64 KiB) in the worker. The raw pool is two raw peers used
+/// round-robin, each behind a mutex since a bare loop carries no request ids; bincrew's is a
+/// `WorkerPool` of two, which sends each request to the less loaded worker.
 fn bench_pool(plan: &Plan) -> Row {
     let total = plan.pool_requests;
     // The answers are checked against jobs computed here, once.
@@ -435,7 +439,12 @@ fn bench_pool(plan: &Plan) -> Row {
     let peers: Vec<Mutex<raw::Peer>> = (0..POOL_SIZE)
         .map(|_| Mutex::new(raw::Peer::start().unwrap_or_else(|e| panic!("raw peer: {e}"))))
         .collect();
-    let pool = ok(Pool::start(HASH, POOL_SIZE), "start the `hash` pool");
+    let pool = ok(
+        bincrew::WorkerPool::<u64, u64>::builder(HASH)
+            .size(POOL_SIZE)
+            .start_blocking(),
+        "start the `hash` pool",
+    );
 
     let mut raw = || {
         let next = AtomicUsize::new(0);
@@ -496,31 +505,6 @@ fn cpu_job(seed: u64) -> u64 {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     hash
-}
-
-/// Two bincrew workers fed round-robin, until bincrew has a pool of its own. Then this type
-/// goes: `bincrew::WorkerPool::<u64, u64>::builder(HASH).size(POOL_SIZE).start_blocking()` makes
-/// the pool and its `run` returns the same [`Reply`] as [`Pool::run`].
-struct Pool<I, O> {
-    workers: Vec<Worker<I, O>>,
-    next: AtomicUsize,
-}
-
-impl<I: bincrew::IpcValue, O: bincrew::IpcValue> Pool<I, O> {
-    fn start(name: &str, size: usize) -> Result<Self, StartError> {
-        let workers = (0..size)
-            .map(|_| Worker::start_blocking(name))
-            .collect::<Result<_, _>>()?;
-        Ok(Pool {
-            workers,
-            next: AtomicUsize::new(0),
-        })
-    }
-
-    fn run(&self, request: I) -> Reply<O> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
-        self.workers[i].run(request)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -750,11 +734,17 @@ fn print_table(rows: &[Row], cores: usize, plan: &Plan) {
         println!("{text}");
     }
     println!();
+    let mut reference_shown = None;
     for row in rows {
-        if let Some(reference) = &row.reference {
+        if let Some(reference) = row
+            .reference
+            .as_ref()
+            .filter(|r| reference_shown != Some(r.median))
+        {
+            reference_shown = Some(reference.median);
             println!(
-                "{}: the reference, two memcpys of the blob, takes {} ±{:.0}%; its ratios are to it",
-                row.case,
+                "blob: the reference, two memcpys of the blob, takes {} ±{:.0}%; the blob rows' \
+                 ratios are to it",
                 duration(reference.median),
                 reference.spread() * 100.0
             );

@@ -541,22 +541,22 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
             id,
             cancelled,
         });
-        // Sent (or queued for the thread sending) before the request stops counting as running,
-        // so a shutdown waits for it; and before any wake-up, to keep those off its path.
+        // Queued before the request stops counting as running, so a shutdown waits for it.
         self.outbox.push(Answer::Done { id, response });
-        self.outbox.flush(|batch| self.send_answers(batch));
         let (more, drained) = {
             let mut jobs = lock(&self.jobs);
             jobs.running.remove(&id);
             (!jobs.queue.is_empty(), jobs.is_drained())
         };
         if more {
-            // A handler slot is free for a queued request.
+            // A handler slot is free for a queued request: another thread may start it while
+            // this one sends, and answers finished meanwhile share the message.
             self.changed.notify_one();
         }
         if drained {
             self.drained.notify_all();
         }
+        self.outbox.flush(|batch| self.send_answers(batch));
     }
 
     fn receive(&self) {
