@@ -94,9 +94,11 @@ pub(crate) struct Inner<I, O> {
     state: Mutex<State<O>>,
     /// Who reads the worker's channel; see [`Reading`].
     reading: Mutex<Reading<O>>,
-    /// Signalled when the channel is free to read, when a request completes while a thread
-    /// waits in `Reply::wait`, and when the channel ends.
+    /// Wakes the threads in `Reply::wait`: the channel is free to read, a request completed,
+    /// or the channel ended.
     turn: Condvar,
+    /// Wakes the reader thread: a future waits, or the channel ended.
+    reader_turn: Condvar,
     next_id: AtomicU64,
     settings: Settings,
 }
@@ -114,6 +116,8 @@ struct Reading<O> {
     futures: bool,
     /// The channel has ended and the worker's fate is settled.
     ended: bool,
+    /// When the last thread left `Reply::wait`.
+    last_wait: Instant,
 }
 
 struct State<O> {
@@ -200,8 +204,10 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
                 waiters: 0,
                 futures: false,
                 ended: false,
+                last_wait: Instant::now(),
             }),
             turn: Condvar::new(),
+            reader_turn: Condvar::new(),
             process: connected.process,
             sender: connected.requests,
             outbox: Outbox::new(settings.max_batch),
@@ -427,7 +433,7 @@ impl<I: IpcValue, O: IpcValue> Link<O> for Inner<I, O> {
         if !reading.futures {
             reading.futures = true;
             drop(reading);
-            self.turn.notify_all();
+            self.reader_turn.notify_all();
         }
     }
 
@@ -586,59 +592,61 @@ impl<I: IpcValue, O: IpcValue> Inner<I, O> {
         Ok(())
     }
 
-    /// Reads with `receiver` (taken from `reading`) once, gives it back, and wakes the others;
-    /// settles the worker's fate if the channel ended.
-    fn take_turn(&self, receiver: IpcReceiver<ToApp<O>>) {
+    /// Reads with `receiver` (taken from `reading`) once and gives it back, waking the threads
+    /// in `Reply::wait` other than the reader (`by_waiter`), whose requests may be answered or
+    /// who may read next; settles the worker's fate if the channel ended.
+    fn take_turn(&self, receiver: IpcReceiver<ToApp<O>>, by_waiter: bool) {
         match self.read_once(&receiver) {
             Ok(()) => {
-                lock(&self.reading).receiver = Some(receiver);
-                self.turn.notify_all();
+                let others = {
+                    let mut reading = lock(&self.reading);
+                    reading.receiver = Some(receiver);
+                    reading.waiters - usize::from(by_waiter)
+                };
+                if others > 0 {
+                    self.turn.notify_all();
+                }
             }
             Err(protocol_error) => {
                 drop(receiver);
                 self.finish(protocol_error);
                 lock(&self.reading).ended = true;
                 self.turn.notify_all();
+                self.reader_turn.notify_all();
             }
         }
     }
 
     /// The reader thread: reads whenever no thread in `Reply::wait` does, until the channel
-    /// ends.
+    /// ends. It is woken when a future waits; otherwise it looks again every
+    /// [`IDLE_HANDOVER`] while blocking calls are about.
     fn read(self: Arc<Self>) {
         let mut reading = lock(&self.reading);
         loop {
             if reading.ended {
                 return;
             }
-            if reading.receiver.is_none() || reading.waiters > 0 {
-                reading = self
-                    .turn
-                    .wait(reading)
-                    .unwrap_or_else(PoisonError::into_inner);
+            let free = reading.receiver.is_some() && reading.waiters == 0;
+            let idle = reading.last_wait.elapsed() >= IDLE_HANDOVER;
+            if free && (reading.futures || idle) {
+                if let Some(receiver) = reading.receiver.take() {
+                    reading.futures = false;
+                    drop(reading);
+                    self.take_turn(receiver, false);
+                    reading = lock(&self.reading);
+                }
                 continue;
             }
-            if !reading.futures {
-                // Leave the channel to the next blocking call for a moment.
-                let (next, timeout) = self
-                    .turn
-                    .wait_timeout(reading, IDLE_HANDOVER)
-                    .unwrap_or_else(PoisonError::into_inner);
-                reading = next;
-                if !timeout.timed_out() {
-                    continue;
-                }
-                if reading.receiver.is_none() || reading.waiters > 0 || reading.ended {
-                    continue;
-                }
-            }
-            let Some(receiver) = reading.receiver.take() else {
-                continue;
+            let wait = if free {
+                IDLE_HANDOVER.saturating_sub(reading.last_wait.elapsed())
+            } else {
+                IDLE_HANDOVER
             };
-            reading.futures = false;
-            drop(reading);
-            self.take_turn(receiver);
-            reading = lock(&self.reading);
+            reading = self
+                .reader_turn
+                .wait_timeout(reading, wait.max(Duration::from_micros(100)))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
@@ -657,7 +665,7 @@ impl<I: IpcValue, O: IpcValue> Inner<I, O> {
             }
             if let Some(receiver) = reading.receiver.take() {
                 drop(reading);
-                self.take_turn(receiver);
+                self.take_turn(receiver, true);
                 reading = lock(&self.reading);
                 continue;
             }
@@ -667,8 +675,12 @@ impl<I: IpcValue, O: IpcValue> Inner<I, O> {
                 .unwrap_or_else(PoisonError::into_inner);
         };
         reading.waiters -= 1;
+        reading.last_wait = Instant::now();
+        let futures_left = reading.waiters == 0 && reading.futures;
         drop(reading);
-        self.turn.notify_all();
+        if futures_left {
+            self.reader_turn.notify_all();
+        }
         result
     }
 

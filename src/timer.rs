@@ -68,13 +68,17 @@ pub(crate) fn schedule(deadline: Instant, action: Action) {
     let mut state = lock(&timer.state);
     state.1 += 1;
     let seq = state.1;
+    // The thread sleeps until the earliest deadline: wake it only if this one is earlier.
+    let earliest = state.0.peek().is_none_or(|e| deadline < e.deadline);
     state.0.push(Entry {
         deadline,
         seq,
         action,
     });
     drop(state);
-    timer.changed.notify_one();
+    if earliest {
+        timer.changed.notify_one();
+    }
 }
 
 fn run(timer: &'static Timer) {
