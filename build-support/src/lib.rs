@@ -286,39 +286,7 @@ impl Workspace {
     }
 
     fn declared(&self) -> Result<Vec<(String, VersionReq)>, BuildError> {
-        let package = self.this.name.to_string();
-        let declaration = |message: String| BuildError::Declaration {
-            package: package.clone(),
-            message,
-        };
-        let Some(workers) = self
-            .this
-            .metadata
-            .get("bincrew")
-            .and_then(|b| b.get("workers"))
-        else {
-            return Ok(Vec::new());
-        };
-        let Some(workers) = workers.as_object() else {
-            return Err(declaration(
-                "[package.metadata.bincrew] workers must be a table of binary names to version requirements, such as { thumbnailer = \"^1.2\" }".to_owned(),
-            ));
-        };
-        let mut declared = Vec::new();
-        for (worker, req) in workers {
-            let Some(req) = req.as_str() else {
-                return Err(declaration(format!(
-                    "the requirement of worker `{worker}` must be a string, such as \"^1.2\""
-                )));
-            };
-            let req = VersionReq::parse(req).map_err(|e| {
-                declaration(format!(
-                    "worker `{worker}` has an invalid version requirement {req:?}: {e}"
-                ))
-            })?;
-            declared.push((worker.clone(), req));
-        }
-        Ok(declared)
+        Ok(declared_workers(&self.this)?.unwrap_or_default())
     }
 
     fn check_workers(&self) -> Result<Vec<(String, VersionReq)>, BuildError> {
@@ -410,6 +378,49 @@ impl Workspace {
         println!("cargo:rustc-env=BINCREW_APPS={}", apps.join(","));
         self.rerun_lines();
     }
+}
+
+/// The worker binaries `package` declares in `[package.metadata.bincrew] workers`, with their
+/// version requirements; `None` when it declares none (it is not an app).
+///
+/// # Errors
+///
+/// [`BuildError::Declaration`] when the declaration is not a table of binary names to version
+/// requirements.
+pub fn declared_workers(
+    package: &Package,
+) -> Result<Option<Vec<(String, VersionReq)>>, BuildError> {
+    let declaration = |message: String| BuildError::Declaration {
+        package: package.name.to_string(),
+        message,
+    };
+    let Some(workers) = package
+        .metadata
+        .get("bincrew")
+        .and_then(|b| b.get("workers"))
+    else {
+        return Ok(None);
+    };
+    let Some(workers) = workers.as_object() else {
+        return Err(declaration(
+            "[package.metadata.bincrew] workers must be a table of binary names to version requirements, such as { thumbnailer = \"^1.2\" }".to_owned(),
+        ));
+    };
+    let mut declared = Vec::new();
+    for (worker, req) in workers {
+        let Some(req) = req.as_str() else {
+            return Err(declaration(format!(
+                "the requirement of worker `{worker}` in [package.metadata.bincrew] workers must be a string, such as \"^1.2\""
+            )));
+        };
+        let req = VersionReq::parse(req).map_err(|e| {
+            declaration(format!(
+                "worker `{worker}` has an invalid version requirement {req:?} in [package.metadata.bincrew] workers: {e}"
+            ))
+        })?;
+        declared.push((worker.clone(), req));
+    }
+    Ok(Some(declared))
 }
 
 fn workers_env(workers: &[(String, VersionReq)]) -> String {

@@ -288,38 +288,14 @@ impl Workspace {
     }
 }
 
-/// The `[package.metadata.bincrew] workers` of a package, or `None` when it declares none.
+/// The `[package.metadata.bincrew] workers` of a package, or `None` when it declares none:
+/// read as bincrew-build reads them in build scripts.
 fn declared(package: &Package) -> Result<Option<Vec<(String, VersionReq)>>, WorkspaceError> {
-    let Some(workers) = package
-        .metadata
-        .get("bincrew")
-        .and_then(|b| b.get("workers"))
-    else {
-        return Ok(None);
-    };
-    let error = |message: String| WorkspaceError::Declaration {
+    bincrew_build::declared_workers(package).map_err(|e| WorkspaceError::Declaration {
         package: package.name.to_string(),
-        message,
-    };
-    let Some(workers) = workers.as_object() else {
-        return Err(error(
-            "[package.metadata.bincrew] workers must be a table of binary names to version requirements, such as { thumbnailer = \"^1.2\" }"
-                .to_owned(),
-        ));
-    };
-    let mut declared = Vec::new();
-    for (binary, requirement) in workers {
-        let Some(text) = requirement.as_str() else {
-            return Err(error(format!(
-                "the requirement of worker {binary} in [package.metadata.bincrew] workers must be a string, such as \"^1.2\""
-            )));
-        };
-        let requirement = VersionReq::parse(text).map_err(|e| {
-            error(format!(
-                "worker {binary} has an invalid version requirement {text:?} in [package.metadata.bincrew] workers: {e}"
-            ))
-        })?;
-        declared.push((binary.clone(), requirement));
-    }
-    Ok(Some(declared))
+        message: match e {
+            bincrew_build::BuildError::Declaration { message, .. } => message,
+            other => other.to_string(),
+        },
+    })
 }

@@ -1,10 +1,9 @@
 //! Self-spawned workers, and what happens when the app goes away; the `misbehave` binary acts as
 //! the app here (`misbehave selfspawn`, `hold`, `start-silent`).
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use crate::support::{eventually, process_alive, worker_bin};
+use crate::support::{kill_app_and_see_its_worker_exit, worker_bin};
 
 fn app(args: &[&str]) -> Command {
     let mut cmd = Command::new(worker_bin("misbehave"));
@@ -33,20 +32,7 @@ fn an_app_starts_itself_as_its_worker_under_same_build() {
 
 #[test]
 fn a_worker_exits_when_its_app_is_killed() {
-    let mut app = app(&["hold"]).stdout(Stdio::piped()).spawn().expect("runs");
-    let mut line = String::new();
-    BufReader::new(app.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("reads");
-    let pid: u32 = line
-        .trim()
-        .strip_prefix("worker-pid ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected output {line:?}"));
-    assert!(process_alive(pid));
-    app.kill().expect("SIGKILL the app");
-    app.wait().expect("reaped");
-    eventually("the orphaned worker exits", || !process_alive(pid));
+    kill_app_and_see_its_worker_exit(&[]);
 }
 
 #[test]

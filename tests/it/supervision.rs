@@ -345,25 +345,7 @@ fn pool_shutdown_drains_every_worker() {
 
 #[test]
 fn a_worker_stuck_in_a_handler_exits_when_its_app_is_killed() {
-    use std::io::{BufRead, BufReader};
-    let mut app = std::process::Command::new(worker_bin("misbehave"))
-        .args(["hold", "hang"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("runs");
-    let mut line = String::new();
-    BufReader::new(app.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("reads");
-    let pid: u32 = line
-        .trim()
-        .strip_prefix("worker-pid ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected output {line:?}"));
-    assert!(process_alive(pid));
-    app.kill().expect("SIGKILL the app");
-    app.wait().expect("reaped");
-    eventually("the stuck worker exits", || !process_alive(pid));
+    crate::support::kill_app_and_see_its_worker_exit(&["hang"]);
 }
 
 #[test]

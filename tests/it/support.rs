@@ -101,3 +101,28 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 pub fn text(s: &str) -> Response {
     Response::Text(s.to_owned())
 }
+
+/// Runs `misbehave hold ARGS` (an app holding a self-spawned worker), kills the app with
+/// SIGKILL once it reports its worker's pid, and waits for that worker to exit.
+pub fn kill_app_and_see_its_worker_exit(args: &[&str]) {
+    use std::io::{BufRead, BufReader};
+    let mut app = Command::new(worker_bin("misbehave"))
+        .arg("hold")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let mut line = String::new();
+    BufReader::new(app.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("reads");
+    let pid: u32 = line
+        .trim()
+        .strip_prefix("worker-pid ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output {line:?}"));
+    assert!(process_alive(pid));
+    app.kill().expect("SIGKILL the app");
+    app.wait().expect("reaped");
+    eventually("the orphaned worker exits", || !process_alive(pid));
+}
