@@ -66,9 +66,13 @@ impl Serialize for SharedBuffer {
 
 impl<'de> Deserialize<'de> for SharedBuffer {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(SharedBuffer {
+        let mut buffer = SharedBuffer {
             memory: IpcSharedMemory::deserialize(deserializer)?,
-        })
+        };
+        // The memory arrives freshly mapped: map every page now, in one call, rather than
+        // through one page fault per page as the buffer is used.
+        crate::os::prefault(&mut buffer);
+        Ok(buffer)
     }
 }
 

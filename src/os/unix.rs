@@ -250,3 +250,22 @@ fn pump(mut wake: std::io::PipeReader) {
         }
     }
 }
+
+/// Maps every page of a freshly received shared buffer at once (Linux 5.14 and later; elsewhere,
+/// or when the kernel refuses, pages are mapped on first use as usual).
+pub(crate) fn prefault(memory: &mut [u8]) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if !memory.is_empty() {
+        // SAFETY: the range is this process's own mapping; MADV_POPULATE_WRITE only maps its
+        // pages, without changing their contents.
+        unsafe {
+            libc::madvise(
+                memory.as_mut_ptr().cast(),
+                memory.len(),
+                libc::MADV_POPULATE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = memory;
+}
