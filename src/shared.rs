@@ -16,6 +16,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 ///
 /// Only one process and one value ever hold its memory: sending moves it, and cloning copies the
 /// bytes into new shared memory. (Shared memory must not be written by two parties at once.)
+///
+/// A received buffer is mapped anew; on Linux its pages are mapped in one call when it arrives
+/// (`MADV_POPULATE_WRITE`), rather than by a page fault at the first touch of each page.
 pub struct SharedBuffer {
     memory: IpcSharedMemory,
 }
