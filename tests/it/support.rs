@@ -60,13 +60,15 @@ pub fn init() {
 }
 
 /// A builder for the `misbehave` worker, same version as this package (0.1.0), with its stderr
-/// kept out of the test output.
+/// kept out of the test output, and enough handler threads for the requests the tests keep in
+/// flight whatever the machine's parallelism.
 pub fn misbehave() -> bincrew::WorkerBuilder<Request, Response> {
     init();
     Worker::builder(misbehave::WORKER)
         .exe(worker_bin("misbehave"))
         .compat(Compat::SameVersion)
         .forward_stderr(false)
+        .parallelism(8)
 }
 
 /// Starts a `misbehave` worker.
