@@ -112,7 +112,8 @@ struct Reading<O> {
     receiver: Option<IpcReceiver<ToApp<O>>>,
     /// Threads in `Reply::wait` for this worker.
     waiters: usize,
-    /// A future is waiting: the reader thread should read now.
+    /// Futures wait on this worker: the reader thread reads whenever no blocking call does.
+    /// (Once set it stays: futures are polled again only when woken.)
     futures: bool,
     /// The channel has ended and the worker's fate is settled.
     ended: bool,
@@ -630,7 +631,6 @@ impl<I: IpcValue, O: IpcValue> Inner<I, O> {
             let idle = reading.last_wait.elapsed() >= IDLE_HANDOVER;
             if free && (reading.futures || idle) {
                 if let Some(receiver) = reading.receiver.take() {
-                    reading.futures = false;
                     drop(reading);
                     self.take_turn(receiver, false);
                     reading = lock(&self.reading);
