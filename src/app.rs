@@ -112,8 +112,7 @@ struct Reading<O> {
     receiver: Option<IpcReceiver<ToApp<O>>>,
     /// Threads in `Reply::wait` for this worker.
     waiters: usize,
-    /// Futures wait on this worker: the reader thread reads whenever no blocking call does.
-    /// (Once set it stays: futures are polled again only when woken.)
+    /// A future started waiting: the reader thread should read now.
     futures: bool,
     /// The channel has ended and the worker's fate is settled.
     ended: bool,
@@ -629,8 +628,12 @@ impl<I: IpcValue, O: IpcValue> Inner<I, O> {
             }
             let free = reading.receiver.is_some() && reading.waiters == 0;
             let idle = reading.last_wait.elapsed() >= IDLE_HANDOVER;
-            if free && (reading.futures || idle) {
+            // With no blocking call waiting, requests still in flight belong to futures (or to
+            // replies not yet polled): read for them now.
+            let pending = free && !lock(&self.state).slots.is_empty();
+            if free && (reading.futures || pending || idle) {
                 if let Some(receiver) = reading.receiver.take() {
+                    reading.futures = false;
                     drop(reading);
                     self.take_turn(receiver, false);
                     reading = lock(&self.reading);
@@ -676,9 +679,10 @@ impl<I: IpcValue, O: IpcValue> Inner<I, O> {
         };
         reading.waiters -= 1;
         reading.last_wait = Instant::now();
-        let futures_left = reading.waiters == 0 && reading.futures;
+        let last = reading.waiters == 0;
         drop(reading);
-        if futures_left {
+        if last && !lock(&self.state).slots.is_empty() {
+            // Requests of futures are still in flight: the reader thread takes over now.
             self.reader_turn.notify_all();
         }
         result
