@@ -164,11 +164,17 @@ impl<O> Reply<O> {
         }
     }
 
-    /// Blocks the calling thread until the response comes.
+    /// Blocks the calling thread until the response comes. A thread waiting here reads the
+    /// worker's channel itself while no other thread does, so its answer reaches it without a
+    /// hand-off between threads.
     ///
     /// # Errors
     ///
     /// Same as awaiting the reply.
+    ///
+    /// # Panics
+    ///
+    /// If the reply was already polled to completion as a future.
     pub fn wait(mut self) -> Result<O, RunError> {
         loop {
             match std::mem::replace(&mut self.stage, Stage::Taken) {

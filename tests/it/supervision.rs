@@ -108,6 +108,35 @@ fn a_handler_that_gives_up_in_time_keeps_its_worker() {
     assert!(worker.crash_error().is_none());
 }
 
+#[test]
+fn the_app_can_kill_a_worker_and_every_request_in_flight_says_why() {
+    let worker = start_misbehave();
+    let pending: Vec<_> = (0..3)
+        .map(|i| worker.run(Request::WaitFor(format!("k{i}"))))
+        .collect();
+    let pending: Vec<_> = pending
+        .into_iter()
+        .map(|reply| std::thread::spawn(move || reply.wait()))
+        .collect();
+    eventually("the requests are in flight", || worker.in_flight() == 3);
+    assert!(worker.is_running());
+    worker.kill("the app no longer needs it");
+    for waiter in pending {
+        match waiter.join().expect("thread") {
+            Err(RunError::Crashed(report)) => {
+                assert_eq!(
+                    report.killed_by_app.as_deref(),
+                    Some("the app no longer needs it")
+                );
+                assert_eq!(report.signal_name(), Some("SIGKILL"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(!worker.is_running());
+    assert_eq!(worker.in_flight(), 0);
+}
+
 fn pool(size: usize) -> WorkerPool<Request, Response> {
     crate::support::init();
     WorkerPool::from_builder(misbehave().parallelism(8))
