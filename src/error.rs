@@ -284,6 +284,15 @@ pub enum StartError {
         /// The worker's response type.
         worker_response: String,
     },
+    /// Another process connected to the handshake server before the worker and sent nothing, so
+    /// the worker's own connection was never taken. The worker was killed and reaped.
+    #[error("worker `{worker}` ({}) could not complete the handshake: another process took the handshake connection first and sent nothing (something on this machine connects to bincrew's handshake sockets); the worker was killed", exe.display())]
+    HandshakeTaken {
+        /// The worker's name.
+        worker: String,
+        /// The executable.
+        exe: PathBuf,
+    },
     /// The process that connected broke the handshake: a wrong token, a message that is not a
     /// bincrew hello, or a worker that did not call [`init!`](crate::init).
     #[error("worker `{worker}` ({}) was rejected in the handshake: {reason}", exe.display())]
@@ -362,6 +371,16 @@ pub enum RunError {
         worker: String,
         /// The encoder's message.
         reason: String,
+    },
+    /// The worker already has as many requests waiting to be sent as the app allows
+    /// ([`WorkerBuilder::max_pending`](crate::WorkerBuilder::max_pending)); the request was not
+    /// queued.
+    #[error("worker `{worker}` has {limit} requests waiting to be sent, its limit: the request was not queued (the worker is busy, stopped or flooded)")]
+    Overloaded {
+        /// The worker's name.
+        worker: String,
+        /// The limit that was reached.
+        limit: usize,
     },
 }
 

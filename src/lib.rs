@@ -52,6 +52,7 @@ mod app;
 mod batch;
 mod build;
 mod builder;
+mod env;
 mod error;
 mod hello;
 mod locate;

@@ -19,22 +19,10 @@ use std::time::{Duration, Instant};
 use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender, OpaqueIpcReceiver};
 
 use crate::build::{build_info, BuildInfo, Compat};
+use crate::env::{APP_PID_ENV, PARALLELISM_ENV, SERVER_ENV, TIMEOUT_ENV, TOKEN_ENV, WORKER_ENV};
 use crate::error::{ExitInfo, StartError, VersionMismatch, WorkerCrashError};
 use crate::hello::{Hello, RawBytes, Status};
 use crate::protocol::Ready;
-
-/// Names the worker to serve; its presence makes a process a worker.
-pub(crate) const WORKER_ENV: &str = "BINCREW_WORKER";
-/// The one-shot server the worker connects to.
-pub(crate) const SERVER_ENV: &str = "BINCREW_SERVER";
-/// The secret the worker must echo in its hello.
-pub(crate) const TOKEN_ENV: &str = "BINCREW_TOKEN";
-/// How many requests the worker runs at once, when the app sets it.
-pub(crate) const PARALLELISM_ENV: &str = "BINCREW_PARALLELISM";
-/// The app's process id, so a worker can tell that its app died before it asked to die with it.
-pub(crate) const APP_PID_ENV: &str = "BINCREW_APP_PID";
-/// The app's connect timeout, when the builder does not set one.
-pub(crate) const TIMEOUT_ENV: &str = "BINCREW_CONNECT_TIMEOUT";
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the handshake checks whether the process already exited.

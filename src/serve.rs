@@ -22,8 +22,9 @@ use ipc_channel::IpcError;
 
 use crate::batch::{Outbox, DEFAULT_MAX_BATCH};
 use crate::build::build_info;
+use crate::env::WorkerEnv;
 use crate::hello::{Hello, RawBytes, Status};
-use crate::process::{lock, APP_PID_ENV, PARALLELISM_ENV, SERVER_ENV, TOKEN_ENV, WORKER_ENV};
+use crate::process::lock;
 use crate::protocol::{Answer, Item, Ready, ToAppRef};
 use crate::IpcValue;
 
@@ -31,7 +32,7 @@ use crate::IpcValue;
 pub(crate) static ENTRY_MARKER: &[u8] = b"bincrew-worker-entry-point/1";
 
 /// Exit code of a worker process that cannot serve what it was started for.
-const EXIT_CANNOT_SERVE: i32 = 2;
+pub(crate) const EXIT_CANNOT_SERVE: i32 = 2;
 /// Exit code of a worker process whose app broke the protocol.
 const EXIT_PROTOCOL: i32 = 3;
 /// Exit code after a panic (as Rust's own).
@@ -330,57 +331,7 @@ where
     Workers::new().blocking_worker(name, handler).run();
 }
 
-/// The environment the app sets for a worker process.
-struct WorkerEnv {
-    worker: String,
-    server: String,
-    token: String,
-    parallelism: Option<usize>,
-}
-
-impl WorkerEnv {
-    /// Reads the worker variables and removes them, so that processes this worker starts are
-    /// not mistaken for workers.
-    fn take() -> Option<WorkerEnv> {
-        let worker = std::env::var(WORKER_ENV).ok()?;
-        let server = std::env::var(SERVER_ENV).ok();
-        let token = std::env::var(TOKEN_ENV).unwrap_or_default();
-        let parallelism = std::env::var(PARALLELISM_ENV)
-            .ok()
-            .and_then(|n| n.parse::<usize>().ok())
-            .filter(|n| *n > 0);
-        let app_pid = std::env::var(APP_PID_ENV)
-            .ok()
-            .and_then(|pid| pid.parse::<u32>().ok());
-        for key in [
-            WORKER_ENV,
-            SERVER_ENV,
-            TOKEN_ENV,
-            PARALLELISM_ENV,
-            APP_PID_ENV,
-        ] {
-            std::env::remove_var(key);
-        }
-        crate::os::die_with_parent(app_pid);
-        let Some(server) = server else {
-            exit_with(
-                EXIT_CANNOT_SERVE,
-                &format!(
-                    "this process was started as worker `{worker}` without a handshake server: \
-                     bincrew workers are started by their app"
-                ),
-            );
-        };
-        Some(WorkerEnv {
-            worker,
-            server,
-            token,
-            parallelism,
-        })
-    }
-}
-
-fn exit_with(code: i32, message: &str) -> ! {
+pub(crate) fn exit_with(code: i32, message: &str) -> ! {
     eprintln!("bincrew worker: {message}");
     std::process::exit(code)
 }
