@@ -9,7 +9,8 @@
 //! `MISBEHAVE_FAKE=truncated` completes a correct handshake by hand, then sends a message that
 //! does not decode; `MISBEHAVE_FAKE=bad-index` does the same as worker `stream` (`u32` requests,
 //! `IpcSender<u32>` responses) with an answer naming a channel it did not send, and
-//! `MISBEHAVE_FAKE=bad-ready` sends such a `Ready` message.
+//! `MISBEHAVE_FAKE=bad-ready` sends such a `Ready` message. `MISBEHAVE_SQUAT=1` first starts a
+//! copy of itself that connects to the handshake server and sends nothing, then serves.
 
 use bincrew::{IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize};
@@ -70,6 +71,13 @@ pub enum Request {
     Increment(bincrew::SharedBuffer),
     /// Answer with how many `Busy` requests saw their cancellation.
     CancelledCount,
+    /// Answer with the number of descriptors this process has open that are sockets.
+    Sockets,
+    /// Start a child process (this binary, `count-sockets`) and answer with the number of
+    /// sockets it has open: what a process started by a handler inherits.
+    ChildSockets,
+    /// Answer with the value of this environment variable, or `<unset>`.
+    Env(String),
     /// Segfault if this file does not exist (creating it first), else answer `survived`: a
     /// request that crashes its first worker only.
     CrashOnce(std::path::PathBuf),

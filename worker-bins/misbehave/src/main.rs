@@ -55,6 +55,25 @@ fn handle(args: RequestArgs<Request>) -> Response {
             Response::Text(format!("{} {sum}", blob.len()))
         }
         Request::Pid => Response::Number(u64::from(std::process::id())),
+        Request::Sockets => Response::Number(count_sockets()),
+        Request::ChildSockets => {
+            let out = std::process::Command::new(std::env::current_exe().unwrap_or_default())
+                .arg("count-sockets")
+                .stderr(std::process::Stdio::inherit())
+                .output();
+            match out {
+                Ok(out) => Response::Number(
+                    String::from_utf8_lossy(&out.stdout)
+                        .trim()
+                        .parse()
+                        .unwrap_or(u64::MAX),
+                ),
+                Err(e) => Response::Text(format!("cannot start a child: {e}")),
+            }
+        }
+        Request::Env(key) => {
+            Response::Text(std::env::var(&key).unwrap_or_else(|_| "<unset>".into()))
+        }
         Request::Increment(mut buffer) => {
             for byte in buffer.iter_mut() {
                 *byte = byte.wrapping_add(1);
@@ -113,10 +132,41 @@ fn recurse(n: u64) -> u64 {
     frame[3].wrapping_add(recurse(std::hint::black_box(n - 1)))
 }
 
+/// How many of this process's descriptors are sockets.
+fn count_sockets() -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return u64::MAX;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count() as u64
+}
+
 /// Breaks the handshake when asked to by the environment.
 fn misbehave_before_serving() {
+    if std::env::var_os("MISBEHAVE_SQUATTER").is_some() {
+        // A copy started by `MISBEHAVE_SQUAT`: take the handshake connection, send nothing.
+        if let Ok(server) = std::env::var("BINCREW_SERVER") {
+            let held = bincrew::IpcSender::<String>::connect(server);
+            std::thread::sleep(Duration::from_secs(30));
+            drop(held);
+        }
+        std::process::exit(0);
+    }
     if std::env::var_os("BINCREW_WORKER").is_none() {
         return;
+    }
+    if std::env::var_os("MISBEHAVE_SQUAT").is_some() {
+        let squatter = std::process::Command::new(std::env::current_exe().unwrap_or_default())
+            .env("MISBEHAVE_SQUATTER", "1")
+            .env_remove("MISBEHAVE_SQUAT")
+            .spawn();
+        if squatter.is_ok() {
+            // Let it connect first.
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
     if let Ok(code) = std::env::var("MISBEHAVE_EXIT_EARLY") {
         eprintln!("misbehave: exiting before the handshake, as asked");
@@ -171,6 +221,7 @@ fn main() {
             &std::env::args().nth(2).unwrap_or_default(),
             std::env::args().nth(3).as_deref() == Some("--search-path"),
         ),
+        "count-sockets" => println!("{}", count_sockets()),
         "soak" => soak(
             std::env::args()
                 .nth(2)

@@ -1,0 +1,1 @@
+//! A frozen, flooding or panicking worker never holds an app thread.
