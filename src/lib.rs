@@ -64,6 +64,7 @@ mod reply;
 mod serve;
 mod shared;
 mod timer;
+mod transport;
 
 #[cfg(unix)]
 #[path = "os/unix.rs"]

@@ -1,0 +1,308 @@
+//! Linux: bincrew's view of `ipc-channel`'s sequenced-packet sockets (see `transport.rs`).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub(super) enum Direction {
+    Read,
+    Write,
+}
+
+/// Bytes `ipc-channel` puts before a message's data in its first fragment: the fragment's size
+/// and the message's total size, each a `usize`.
+const HEADER: usize = 2 * std::mem::size_of::<usize>();
+/// The most descriptors one message carries (`ipc-channel`'s `MAX_FDS_IN_CMSG`).
+const MAX_FDS: usize = 64;
+
+/// The most data one fragment carries, as `ipc-channel` computes it from a fresh socket's send
+/// buffer: its receive buffer has this size, and a longer packet would be split across reads.
+fn max_fragment() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        let sndbuf = send_buffer().unwrap_or(212_992);
+        // SAFETY: CMSG_SPACE is a pure computation.
+        let reserved = unsafe { libc::CMSG_SPACE((MAX_FDS * 8) as u32) } as usize;
+        (sndbuf.saturating_sub(reserved + HEADER)) & !7
+    })
+}
+
+/// The send buffer size of a fresh sequenced-packet socket pair.
+fn send_buffer() -> Option<usize> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two descriptors into `fds`, which are closed below.
+    unsafe {
+        if libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        ) != 0
+        {
+            return None;
+        }
+        let size = int_option(fds[0], libc::SO_SNDBUF);
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+        usize::try_from(size?).ok()
+    }
+}
+
+pub(super) fn inline_max() -> usize {
+    // Room for the frame's own header (a kind byte and a length).
+    max_fragment().saturating_sub(64).max(1024)
+}
+
+/// An `int` socket option.
+fn int_option(fd: i32, option: libc::c_int) -> Option<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `value`.
+    let result = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (result == 0).then_some(value)
+}
+
+fn file_mode(fd: i32) -> Option<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills `st` when it returns 0.
+    unsafe { (libc::fstat(fd, st.as_mut_ptr()) == 0).then(|| st.assume_init()) }
+}
+
+pub(super) fn is_peer_socket(fd: i32, peer: u32) -> bool {
+    let Some(st) = file_mode(fd) else {
+        return false;
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK
+        || int_option(fd, libc::SO_TYPE) != Some(libc::SOCK_SEQPACKET)
+    {
+        return false;
+    }
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`.
+    let result = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    result == 0 && u32::try_from(cred.pid).ok() == Some(peer)
+}
+
+pub(super) fn set_nonblocking(fd: i32) -> bool {
+    // SAFETY: fcntl on a descriptor of a socket this process holds.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+    }
+}
+
+/// Waits until `fd` is ready in `direction` (or has failed or ended); `false` on timeout or
+/// interruption.
+pub(super) fn wait(fd: i32, direction: Direction, timeout: Option<Duration>) -> bool {
+    let events = match direction {
+        Direction::Read => libc::POLLIN,
+        Direction::Write => libc::POLLOUT,
+    };
+    let mut pollfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    let ms = timeout.map_or(-1, |t| {
+        // Round up, so that a short wait does not become a busy loop.
+        libc::c_int::try_from(t.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX)
+    });
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(&mut pollfd, 1, ms) };
+    ready > 0
+}
+
+pub(super) fn check_next(fd: i32, limit: usize) -> Result<(), String> {
+    let mut header = [0u8; HEADER];
+    // Aligned for `cmsghdr`.
+    let mut control = [0u64; 80];
+    loop {
+        let mut iov = libc::iovec {
+            iov_base: header.as_mut_ptr().cast(),
+            iov_len: header.len(),
+        };
+        // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: recvmsg writes into the buffers described by `msg`. MSG_PEEK leaves the
+        // message where it is, for `ipc-channel` to read; MSG_TRUNC returns its full length.
+        let n = unsafe {
+            libc::recvmsg(
+                fd,
+                &mut msg,
+                libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_CMSG_CLOEXEC,
+            )
+        };
+        if n < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            // `ipc-channel`'s own read reports it.
+            return Ok(());
+        }
+        // Peeking copied the message's descriptors into this process: look at them, close them.
+        let fds = received_fds(&msg);
+        let verdict = check_packet(&header, n as usize, msg.msg_flags, &fds, limit);
+        for fd in fds {
+            // SAFETY: these descriptors were just created by the peek and are owned here.
+            unsafe { libc::close(fd) };
+        }
+        return verdict;
+    }
+}
+
+/// The descriptors in a received message's control data.
+fn received_fds(msg: &libc::msghdr) -> Vec<i32> {
+    let mut fds = Vec::new();
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
+    // `msg_controllen`.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg);
+                let len = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..len / std::mem::size_of::<i32>() {
+                    fds.push(std::ptr::read_unaligned(data.cast::<i32>().add(i)));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    fds
+}
+
+/// Whether `ipc-channel` can read a packet of `len` bytes starting with `header`, carrying
+/// `fds`, without allocating past `limit`, waiting for a packet that never comes, or panicking.
+fn check_packet(
+    header: &[u8; HEADER],
+    len: usize,
+    flags: libc::c_int,
+    fds: &[i32],
+    limit: usize,
+) -> Result<(), String> {
+    if len == 0 {
+        // The end of the channel.
+        return Ok(());
+    }
+    if flags & libc::MSG_CTRUNC != 0 {
+        return Err(format!(
+            "it sent a message with more than {MAX_FDS} channels and shared-memory regions"
+        ));
+    }
+    if len < HEADER {
+        return Err(format!("it sent a message of {len} bytes, shorter than its header"));
+    }
+    let word = |at: usize| {
+        let mut bytes = [0u8; std::mem::size_of::<usize>()];
+        let n = bytes.len();
+        bytes.copy_from_slice(&header[at..at + n]);
+        usize::from_ne_bytes(bytes)
+    };
+    let (fragment, total) = (word(0), word(std::mem::size_of::<usize>()));
+    let data = len - HEADER;
+    if fragment != len {
+        return Err(format!(
+            "it sent a message whose header gives its size as {fragment} bytes, but it has {len}"
+        ));
+    }
+    if data > max_fragment() {
+        return Err(format!(
+            "it sent a packet of {len} bytes, more than a channel carries at once"
+        ));
+    }
+    if total < data {
+        return Err(format!(
+            "it sent a message whose header gives its total size as {total} bytes, less than the {data} it holds"
+        ));
+    }
+    if total > limit {
+        return Err(format!(
+            "it sent a message whose header claims {total} bytes, over the limit of {limit}"
+        ));
+    }
+    let mut sockets = 0;
+    for &fd in fds {
+        let Some(st) = file_mode(fd) else {
+            return Err("it sent a descriptor that cannot be examined".into());
+        };
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFSOCK => sockets += 1,
+            libc::S_IFREG => {
+                let size = usize::try_from(st.st_size).unwrap_or(usize::MAX);
+                if size > limit {
+                    return Err(format!(
+                        "it sent shared memory of {size} bytes, over the limit of {limit}"
+                    ));
+                }
+                // SAFETY: fcntl on a descriptor owned here.
+                let mode = unsafe { libc::fcntl(fd, libc::F_GETFL) } & libc::O_ACCMODE;
+                if size > 0 && mode != libc::O_RDWR {
+                    return Err("it sent shared memory that cannot be mapped for writing".into());
+                }
+            }
+            _ => {
+                return Err(
+                    "it sent a descriptor that is neither a channel nor shared memory".into(),
+                )
+            }
+        }
+    }
+    // A message in fragments names the channel the rest comes through as its last channel.
+    if total > data && sockets == 0 {
+        return Err("it sent a message in fragments without the channel for the rest".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(fragment: usize, total: usize) -> [u8; HEADER] {
+        let mut h = [0u8; HEADER];
+        h[..8].copy_from_slice(&fragment.to_ne_bytes());
+        h[8..].copy_from_slice(&total.to_ne_bytes());
+        h
+    }
+
+    #[test]
+    fn packets_ipc_channel_cannot_read_safely_are_refused() {
+        let limit = 1 << 20;
+        assert!(check_packet(&header(24, 8), 24, 0, &[], limit).is_ok());
+        // A total size of 1 TiB: `ipc-channel` would reserve it and abort.
+        let huge = check_packet(&header(24, 1 << 40), 24, 0, &[], limit).unwrap_err();
+        assert!(huge.contains("over the limit"), "{huge}");
+        // Fragments without the channel for the rest: `ipc-channel` would panic.
+        assert!(check_packet(&header(24, 100), 24, 0, &[], limit).is_err());
+        // A header that lies about the packet: `ipc-channel` would wait for more.
+        assert!(check_packet(&header(99, 8), 24, 0, &[], limit).is_err());
+        assert!(check_packet(&header(0, 0), 8, 0, &[], limit).is_err());
+        assert!(check_packet(&header(24, 4), 24, 0, &[], limit).is_err());
+        assert!(check_packet(&header(24, 8), 24, libc::MSG_CTRUNC, &[], limit).is_err());
+    }
+}

@@ -1,0 +1,364 @@
+//! What bincrew adds around `ipc-channel`'s sockets so that a frozen or broken worker cannot
+//! hold or abort the app.
+//!
+//! `ipc-channel` 0.23 gives no access to a channel's socket, its `send` only blocks, and its
+//! `recv` trusts the sizes a peer declares. On Linux bincrew finds the descriptor of each of its
+//! own channel ends (from the `Debug` form of `ipc-channel`'s handle, checked against the socket
+//! itself: its type and the process at the other end) and then:
+//!
+//! - makes the app's sending ends non-blocking, so a send either goes out whole or fails with
+//!   `WouldBlock` having sent nothing ([`Sent::WouldBlock`]), and a writer thread waits for room
+//!   with [`wait_writable`];
+//! - looks at each message before `ipc-channel` reads it ([`check_next`]): the header of its
+//!   first fragment (declared sizes), and the descriptors it carries (their kind and size), so a
+//!   message that would make `ipc-channel` allocate without bound, wait for ever or panic is
+//!   refused before it is read;
+//! - waits for a message with a deadline ([`wait_readable`]).
+//!
+//! Where the descriptor cannot be found (another platform, or another `ipc-channel` whose `Debug`
+//! form differs), [`Socket::find`] returns `None` and the callers fall back: every send goes
+//! through a writer thread, and messages are read unchecked.
+//!
+//! Messages also travel in [`Framed`] envelopes: encoded once by bincrew, carried inline when
+//! they fit in one socket message, and otherwise in shared memory, so `ipc-channel` never splits
+//! a message into fragments (whose sending blocks until the peer has read them all).
+
+use std::cell::Cell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use ipc_channel::ipc::IpcSharedMemory;
+use serde::de::{DeserializeOwned, SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The largest message bincrew accepts by default: a frame in shared memory, or a shared-memory
+/// region inside a message.
+pub(crate) const DEFAULT_MAX_MESSAGE: usize = 1 << 30;
+
+thread_local! {
+    /// The limit in force while this thread decodes a message (see [`with_limit`]).
+    static LIMIT: Cell<usize> = const { Cell::new(DEFAULT_MAX_MESSAGE) };
+}
+
+/// Runs `decode` with `limit` as the largest frame and shared-memory region accepted.
+pub(crate) fn with_limit<T>(limit: usize, decode: impl FnOnce() -> T) -> T {
+    let before = LIMIT.with(|l| l.replace(limit));
+    let result = decode();
+    LIMIT.with(|l| l.set(before));
+    result
+}
+
+/// The limit in force for the message being decoded on this thread.
+pub(crate) fn current_limit() -> usize {
+    LIMIT.with(Cell::get)
+}
+
+/// The largest frame carried inline: what fits in one socket message with room to spare.
+pub(crate) fn inline_max() -> usize {
+    imp::inline_max()
+}
+
+/// The sending side of a frame: encodes `T` with postcard inside `ipc-channel`'s send (so the
+/// channels and shared memory `T` carries are collected as usual), inline or in shared memory.
+pub(crate) struct FramedRef<'a, T: ?Sized>(pub(crate) &'a T);
+
+/// The receiving side of a frame: the value, and how many bytes its encoding took.
+pub(crate) struct Framed<T> {
+    pub(crate) value: T,
+    pub(crate) len: usize,
+}
+
+const INLINE: u8 = 0;
+const SPILLED: u8 = 1;
+
+/// Borrowed bytes, encoded as a byte string.
+struct Bytes<'a>(&'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
+impl<T: Serialize + ?Sized> Serialize for FramedRef<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let bytes = postcard::to_stdvec(self.0).map_err(serde::ser::Error::custom)?;
+        let mut tuple = serializer.serialize_tuple(2)?;
+        if bytes.len() <= inline_max() {
+            tuple.serialize_element(&INLINE)?;
+            tuple.serialize_element(&Bytes(&bytes))?;
+        } else {
+            tuple.serialize_element(&SPILLED)?;
+            tuple.serialize_element(&IpcSharedMemory::from_bytes(&bytes))?;
+        }
+        tuple.end()
+    }
+}
+
+/// `ipc-channel` types a channel by a type that is both `Serialize` and `Deserialize`; the
+/// sending side is never decoded.
+impl<'de, T: ?Sized> Deserialize<'de> for FramedRef<'_, T> {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("a frame is decoded as `Framed`"))
+    }
+}
+
+/// Same encoding as [`FramedRef`]; `ipc-channel` wants `Serialize` on what it receives too.
+impl<T: Serialize> Serialize for Framed<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        FramedRef(&self.value).serialize(serializer)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Framed<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FrameVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: DeserializeOwned> Visitor<'de> for FrameVisitor<T> {
+            type Value = Framed<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a bincrew frame")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                use serde::de::Error;
+                let kind: u8 = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::custom("a frame without its kind"))?;
+                let limit = current_limit();
+                let decoded = match kind {
+                    INLINE => {
+                        let bytes: &'de [u8] = seq
+                            .next_element()?
+                            .ok_or_else(|| A::Error::custom("a frame without its bytes"))?;
+                        postcard::from_bytes::<T>(bytes).map(|value| (value, bytes.len()))
+                    }
+                    SPILLED => {
+                        let memory: IpcSharedMemory = seq
+                            .next_element()?
+                            .ok_or_else(|| A::Error::custom("a frame without its memory"))?;
+                        if memory.len() > limit {
+                            return Err(A::Error::custom(format!(
+                                "a message of {} bytes, over the limit of {limit}",
+                                memory.len()
+                            )));
+                        }
+                        postcard::from_bytes::<T>(&memory).map(|value| (value, memory.len()))
+                    }
+                    other => return Err(A::Error::custom(format!("a frame of kind {other}"))),
+                };
+                let (value, len) = decoded.map_err(A::Error::custom)?;
+                Ok(Framed { value, len })
+            }
+        }
+
+        deserializer.deserialize_tuple(2, FrameVisitor(PhantomData))
+    }
+}
+
+/// How a non-blocking send ended.
+pub(crate) enum Sent {
+    /// The message went out.
+    Done,
+    /// The socket is full: nothing was sent.
+    WouldBlock,
+    /// The message could not be encoded: nothing was sent.
+    Encode(String),
+    /// The peer is gone (or the socket failed).
+    Gone(String),
+}
+
+impl Sent {
+    /// Classifies the result of an `ipc-channel` send.
+    pub(crate) fn from_result(result: Result<(), ipc_channel::IpcError>) -> Sent {
+        match result {
+            Ok(()) => Sent::Done,
+            Err(ipc_channel::IpcError::SerializationError(e)) => {
+                // `ipc-channel` returns before it takes the channels and shared memory the
+                // message collected while encoding: send them nowhere, so they neither leak
+                // into this thread's next message nor stay open.
+                discard_collected();
+                Sent::Encode(e.to_string())
+            }
+            Err(ipc_channel::IpcError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                Sent::WouldBlock
+            }
+            Err(e) => Sent::Gone(e.to_string()),
+        }
+    }
+}
+
+/// Sends the channels and shared memory collected by a failed encoding on this thread to a
+/// channel of its own and drops them there.
+fn discard_collected() {
+    use std::cell::RefCell;
+    type Sink = (ipc_channel::ipc::IpcSender<()>, ipc_channel::ipc::IpcReceiver<()>);
+    thread_local! {
+        static SINK: RefCell<Option<Sink>> = const { RefCell::new(None) };
+    }
+    SINK.with(|sink| {
+        let mut sink = sink.borrow_mut();
+        if sink.is_none() {
+            *sink = ipc_channel::ipc::channel().ok();
+        }
+        if let Some((tx, rx)) = sink.as_ref() {
+            if tx.send(()).is_ok() {
+                let _ = rx.recv();
+            }
+        }
+    });
+}
+
+/// One of bincrew's own channel ends, by descriptor: checked to be a sequenced-packet socket
+/// whose other end is held by the expected process.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Socket {
+    fd: i32,
+}
+
+impl Socket {
+    /// Finds the descriptor of an `ipc-channel` handle (`OpaqueIpcSender`, `IpcReceiver`, ...)
+    /// whose other end belongs to process `peer`.
+    pub(crate) fn find(handle: &dyn fmt::Debug, peer: u32) -> Option<Socket> {
+        let fd = fd_in_debug(&format!("{handle:?}"))?;
+        imp::is_peer_socket(fd, peer).then_some(Socket { fd })
+    }
+
+    /// Makes sends on this socket fail with `WouldBlock` instead of waiting.
+    pub(crate) fn set_nonblocking(self) -> bool {
+        imp::set_nonblocking(self.fd)
+    }
+
+    /// Waits until the socket has room for a message, or `timeout` passed.
+    pub(crate) fn wait_writable(self, timeout: Duration) {
+        imp::wait(self.fd, imp::Direction::Write, Some(timeout));
+    }
+
+    /// Waits until a message (or the end of the channel) can be read; `false` when `deadline`
+    /// passed first.
+    pub(crate) fn wait_readable(self, deadline: Option<Instant>) -> bool {
+        loop {
+            let timeout = match deadline {
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return false,
+                },
+                None => None,
+            };
+            if imp::wait(self.fd, imp::Direction::Read, timeout) {
+                return true;
+            }
+            if deadline.is_none() {
+                continue;
+            }
+        }
+    }
+
+    /// Looks at the next message before `ipc-channel` reads it, waiting for one: `Err` says why
+    /// reading it could make the app allocate without bound, wait for ever or panic.
+    pub(crate) fn check_next(self, limit: usize) -> Result<(), String> {
+        imp::check_next(self.fd, limit)
+    }
+}
+
+/// The first descriptor number in the `Debug` form of an `ipc-channel` 0.23 handle:
+/// `OsIpcSender { fd: SharedFileDescriptor(5) }` or `OsIpcReceiver { fd: Cell { value: 6 } }`.
+fn fd_in_debug(text: &str) -> Option<i32> {
+    let after = &text[text.find("fd: ")? + 4..];
+    let start = after.find(|c: char| c.is_ascii_digit())?;
+    // Only the wrappers `ipc-channel` uses may stand between `fd:` and the number.
+    let between = &after[..start];
+    if !matches!(between, "SharedFileDescriptor(" | "Cell { value: ") {
+        return None;
+    }
+    let digits: String = after[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[cfg(target_os = "linux")]
+#[path = "os/linux_socket.rs"]
+mod imp;
+
+#[cfg(not(target_os = "linux"))]
+mod imp {
+    //! Without access to the socket: no checks, and sends always go through a writer thread.
+    use std::time::Duration;
+
+    pub(super) enum Direction {
+        Read,
+        Write,
+    }
+
+    pub(super) fn inline_max() -> usize {
+        32 * 1024
+    }
+
+    pub(super) fn is_peer_socket(_fd: i32, _peer: u32) -> bool {
+        false
+    }
+
+    pub(super) fn set_nonblocking(_fd: i32) -> bool {
+        false
+    }
+
+    pub(super) fn wait(_fd: i32, _direction: Direction, _timeout: Option<Duration>) -> bool {
+        true
+    }
+
+    pub(super) fn check_next(_fd: i32, _limit: usize) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_are_read_from_ipc_channels_debug_form() {
+        assert_eq!(
+            fd_in_debug("OpaqueIpcSender { os_sender: OsIpcSender { fd: SharedFileDescriptor(5) } }"),
+            Some(5)
+        );
+        assert_eq!(
+            fd_in_debug("IpcReceiver { os_receiver: OsIpcReceiver { fd: Cell { value: 17 } }, phantom: PhantomData<u8> }"),
+            Some(17)
+        );
+        assert_eq!(fd_in_debug("Something { fd: Other(3) }"), None);
+        assert_eq!(fd_in_debug("nothing here"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_ipc_channel_s_handles_are_found() {
+        let (tx, rx) = ipc_channel::ipc::channel::<u32>().expect("channel");
+        let me = std::process::id();
+        let sender = Socket::find(&tx, me).expect("the sender's descriptor");
+        let receiver = Socket::find(&rx, me).expect("the receiver's descriptor");
+        assert_ne!(sender.fd, receiver.fd);
+        // Not this process's: refused.
+        assert!(Socket::find(&tx, me + 1).is_none());
+    }
+
+    #[test]
+    fn frames_round_trip_inline_and_spilled() {
+        let (tx, rx) =
+            ipc_channel::ipc::channel::<FramedRef<'static, Vec<u32>>>().expect("channel");
+        let small: Vec<u32> = (0..10).collect();
+        let big: Vec<u32> = (0..(inline_max() as u32)).collect();
+        let tx: ipc_channel::ipc::IpcSender<FramedRef<'_, Vec<u32>>> = tx.to_opaque().to();
+        let rx: ipc_channel::ipc::IpcReceiver<Framed<Vec<u32>>> = rx.to_opaque().to();
+        tx.send(FramedRef(&small)).expect("send");
+        assert_eq!(rx.recv().expect("recv").value, small);
+        tx.send(FramedRef(&big)).expect("send");
+        let back = rx.recv().expect("recv");
+        assert!(back.len > inline_max());
+        assert_eq!(back.value, big);
+    }
+}
