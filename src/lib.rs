@@ -49,22 +49,19 @@
 #![allow(clippy::needless_doctest_main)]
 
 mod app;
-mod batch;
 mod build;
-mod builder;
 mod env;
 mod error;
-mod hello;
 mod locate;
-mod pool;
 mod probe;
 mod process;
-mod protocol;
-mod reply;
-mod serve;
 mod shared;
-mod timer;
-mod transport;
+mod wire;
+mod worker;
+
+// Old paths, until every module names the new ones.
+use wire::{hello, messages as protocol};
+use worker::serve;
 
 #[cfg(unix)]
 #[path = "os/unix.rs"]
@@ -73,17 +70,21 @@ mod os;
 #[path = "os/other.rs"]
 mod os;
 
-pub use app::{RunOptions, Worker};
+#[cfg(target_os = "linux")]
+#[path = "os/linux_socket.rs"]
+mod os_socket;
+#[cfg(not(target_os = "linux"))]
+#[path = "os/other_socket.rs"]
+mod os_socket;
+
+pub use app::{PoolBuilder, Reply, RunOptions, Worker, WorkerBuilder, WorkerPool};
 pub use build::{build_info, BuildInfo, Compat};
-pub use builder::WorkerBuilder;
 pub use error::{
     ExitInfo, MismatchKind, RunError, ShutdownError, StartError, VersionMismatch, WorkerCrashError,
 };
-pub use pool::{PoolBuilder, WorkerPool};
 pub use probe::{probe_binary, probe_worker, BinaryProbe, WorkerProbe};
-pub use reply::Reply;
-pub use serve::{run_worker, run_worker_blocking, CancelToken, RequestArgs, Workers};
 pub use shared::SharedBuffer;
+pub use worker::{run_worker, run_worker_blocking, CancelToken, RequestArgs, Workers};
 
 pub use ipc_channel::ipc::{
     bytes_channel, channel, IpcBytesReceiver, IpcBytesSender, IpcReceiver, IpcSender,
@@ -141,22 +142,35 @@ pub mod __private {
         /// The app decoding a worker's `Ready` message.
         pub fn ready(bytes: &[u8]) -> bool {
             IpcMessage::from_data(bytes.to_vec())
-                .to::<crate::protocol::Ready>()
+                .to::<crate::wire::messages::Ready>()
                 .is_ok()
         }
 
-        /// The app decoding a worker's answers, for a response type `O`.
+        /// The app decoding a worker's answers (in their frame), for a response type `O`.
         pub fn answers<O: crate::IpcValue>(bytes: &[u8]) -> bool {
             IpcMessage::from_data(bytes.to_vec())
-                .to::<crate::protocol::ToApp<O>>()
+                .to::<crate::wire::transport::Framed<crate::wire::messages::ToApp<O>>>()
                 .is_ok()
         }
 
-        /// A worker decoding the app's requests, for a request type `I`.
+        /// A worker decoding the app's requests (in their frame), for a request type `I`.
         pub fn requests<I: crate::IpcValue>(bytes: &[u8]) -> bool {
             IpcMessage::from_data(bytes.to_vec())
-                .to::<Vec<crate::protocol::Item<I>>>()
+                .to::<crate::wire::transport::Framed<Vec<(u64, crate::wire::messages::Job<I>)>>>()
                 .is_ok()
+        }
+
+        /// A worker decoding the app's control messages.
+        pub fn control(bytes: &[u8]) -> bool {
+            IpcMessage::from_data(bytes.to_vec())
+                .to::<Vec<(u64, crate::wire::messages::Control)>>()
+                .is_ok()
+        }
+
+        /// What the app checks before `ipc-channel` reads a message: a packet of the socket,
+        /// header first, carrying no descriptors. `Err` is a refusal, never a panic.
+        pub fn packet(bytes: &[u8]) -> Result<(), String> {
+            crate::os_socket::check_packet_bytes(bytes, 1 << 20)
         }
 
         /// The raw-bytes view used for the hello, which must accept anything.

@@ -9,7 +9,8 @@ use ipc_channel::ipc::IpcSender;
 use crate::build::BuildInfo;
 use crate::error::{ExitInfo, StartError};
 use crate::process::{self, Check, Spec, Started};
-use crate::protocol::{Item, ItemsRef};
+use crate::wire::messages::{Control, Job};
+use crate::wire::transport::FramedRef;
 
 /// The worker name a probe asks for, which no binary serves: the binary answers with the names
 /// it does serve.
@@ -118,14 +119,19 @@ pub fn probe_worker(exe: &Path, name: &str, timeout: Duration) -> Result<WorkerP
             })
         }
     };
-    // `Shutdown` does not involve the request type: any view of the channel encodes it alike.
-    let requests: IpcSender<ItemsRef<'_, ()>> = connected.requests.to();
+    // `Shutdown` and `End` do not involve the request type: any view of the channels encodes
+    // them alike.
+    let control: IpcSender<Vec<(u64, Control)>> = connected.control.to();
+    let requests: IpcSender<FramedRef<'_, [(u64, Job<()>)]>> = connected.requests.to();
     let failed = |reason: String| StartError::Handshake {
         worker: name.to_owned(),
         exe: PathBuf::from(exe),
         reason,
     };
-    if let Err(e) = requests.send(ItemsRef(&[Item::Shutdown])) {
+    let sent = control
+        .send(vec![(0, Control::Shutdown)])
+        .and_then(|()| requests.send(FramedRef(&[(u64::MAX, Job::End)])));
+    if let Err(e) = sent {
         connected.process.kill_and_reap();
         return Err(failed(format!("cannot ask it to shut down: {e}")));
     }

@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub(super) enum Direction {
+pub(crate) enum Direction {
     Read,
     Write,
 }
@@ -47,7 +47,7 @@ fn send_buffer() -> Option<usize> {
     }
 }
 
-pub(super) fn inline_max() -> usize {
+pub(crate) fn inline_max() -> usize {
     // Room for the frame's own header (a kind byte and a length).
     max_fragment().saturating_sub(64).max(1024)
 }
@@ -75,7 +75,7 @@ fn file_mode(fd: i32) -> Option<libc::stat> {
     unsafe { (libc::fstat(fd, st.as_mut_ptr()) == 0).then(|| st.assume_init()) }
 }
 
-pub(super) fn is_peer_socket(fd: i32, peer: u32) -> bool {
+pub(crate) fn is_peer_socket(fd: i32, peer: u32) -> bool {
     let Some(st) = file_mode(fd) else {
         return false;
     };
@@ -103,7 +103,7 @@ pub(super) fn is_peer_socket(fd: i32, peer: u32) -> bool {
     result == 0 && u32::try_from(cred.pid).ok() == Some(peer)
 }
 
-pub(super) fn set_nonblocking(fd: i32) -> bool {
+pub(crate) fn set_nonblocking(fd: i32) -> bool {
     // SAFETY: fcntl on a descriptor of a socket this process holds.
     unsafe {
         let flags = libc::fcntl(fd, libc::F_GETFL);
@@ -113,7 +113,7 @@ pub(super) fn set_nonblocking(fd: i32) -> bool {
 
 /// Waits until `fd` is ready in `direction` (or has failed or ended); `false` on timeout or
 /// interruption.
-pub(super) fn wait(fd: i32, direction: Direction, timeout: Option<Duration>) -> bool {
+pub(crate) fn wait(fd: i32, direction: Direction, timeout: Option<Duration>) -> bool {
     let events = match direction {
         Direction::Read => libc::POLLIN,
         Direction::Write => libc::POLLOUT,
@@ -132,7 +132,7 @@ pub(super) fn wait(fd: i32, direction: Direction, timeout: Option<Duration>) -> 
     ready > 0
 }
 
-pub(super) fn check_next(fd: i32, limit: usize) -> Result<(), String> {
+pub(crate) fn check_next(fd: i32, limit: usize) -> Result<(), String> {
     let mut header = [0u8; HEADER];
     // Aligned for `cmsghdr`.
     let mut control = [0u64; 80];
@@ -196,6 +196,14 @@ fn received_fds(msg: &libc::msghdr) -> Vec<i32> {
     fds
 }
 
+/// [`check_packet`] on a whole packet held in memory, carrying no descriptors (for fuzzing).
+pub(crate) fn check_packet_bytes(packet: &[u8], limit: usize) -> Result<(), String> {
+    let mut header = [0u8; HEADER];
+    let n = packet.len().min(HEADER);
+    header[..n].copy_from_slice(&packet[..n]);
+    check_packet(&header, packet.len(), 0, &[], limit)
+}
+
 /// Whether `ipc-channel` can read a packet of `len` bytes starting with `header`, carrying
 /// `fds`, without allocating past `limit`, waiting for a packet that never comes, or panicking.
 fn check_packet(
@@ -215,7 +223,9 @@ fn check_packet(
         ));
     }
     if len < HEADER {
-        return Err(format!("it sent a message of {len} bytes, shorter than its header"));
+        return Err(format!(
+            "it sent a message of {len} bytes, shorter than its header"
+        ));
     }
     let word = |at: usize| {
         let mut bytes = [0u8; std::mem::size_of::<usize>()];

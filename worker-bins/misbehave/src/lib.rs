@@ -9,7 +9,9 @@
 //! `MISBEHAVE_FAKE=truncated` completes a correct handshake by hand, then sends a message that
 //! does not decode; `MISBEHAVE_FAKE=bad-index` does the same as worker `stream` (`u32` requests,
 //! `IpcSender<u32>` responses) with an answer naming a channel it did not send, and
-//! `MISBEHAVE_FAKE=bad-ready` sends such a `Ready` message. `MISBEHAVE_SQUAT=1` first starts a
+//! `MISBEHAVE_FAKE=bad-ready` sends such a `Ready` message. `MISBEHAVE_FAKE=huge-header` writes a packet whose
+//! header claims a 1 TiB message. `MISBEHAVE_SLOW_PANIC=1` makes a panic take half a second to
+//! report, releasing every `WaitFor` meanwhile. `MISBEHAVE_SQUAT=1` first starts a
 //! copy of itself that connects to the handshake server and sends nothing, then serves.
 
 use bincrew::{IpcSender, IpcSharedMemory};

@@ -15,6 +15,8 @@ static RELEASED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 /// How many `Busy` requests saw their cancellation.
 static CANCELLED: AtomicU64 = AtomicU64::new(0);
 static RELEASE: Condvar = Condvar::new();
+/// Set by the slow panic hook: every `WaitFor` is released.
+static RELEASE_ALL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn handle(args: RequestArgs<Request>) -> Response {
     let cancel = args.cancel_token();
@@ -22,7 +24,9 @@ fn handle(args: RequestArgs<Request>) -> Response {
         Request::Echo(text) => Response::Text(text),
         Request::WaitFor(key) => {
             let mut released = RELEASED.lock().unwrap_or_else(|e| e.into_inner());
-            while !released.get_or_insert_with(HashSet::new).contains(&key) {
+            while !released.get_or_insert_with(HashSet::new).contains(&key)
+                && !RELEASE_ALL.load(Ordering::SeqCst)
+            {
                 released = RELEASE.wait(released).unwrap_or_else(|e| e.into_inner());
             }
             Response::Text(key)
@@ -158,6 +162,17 @@ fn misbehave_before_serving() {
     if std::env::var_os("BINCREW_WORKER").is_none() {
         return;
     }
+    if std::env::var_os("MISBEHAVE_SLOW_PANIC").is_some() {
+        // While a panic is reported, the requests waiting for any key finish: their answers
+        // must not reach the app as successes.
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            RELEASE_ALL.store(true, Ordering::SeqCst);
+            RELEASE.notify_all();
+            std::thread::sleep(Duration::from_millis(500));
+            default(info);
+        }));
+    }
     if std::env::var_os("MISBEHAVE_SQUAT").is_some() {
         let squatter = std::process::Command::new(std::env::current_exe().unwrap_or_default())
             .env("MISBEHAVE_SQUATTER", "1")
@@ -222,6 +237,12 @@ fn main() {
             std::env::args().nth(3).as_deref() == Some("--search-path"),
         ),
         "count-sockets" => println!("{}", count_sockets()),
+        "timer-residue" => timer_residue(
+            std::env::args()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1_000_000),
+        ),
         "soak" => soak(
             std::env::args()
                 .nth(2)
@@ -343,10 +364,18 @@ fn send_raw_hello(bytes: &[u8]) {
     }
 }
 
-/// The `Ready` message, as the library encodes it: one sender.
+/// The `Ready` message, as the library encodes it: two senders.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Ready {
     requests: IpcSender<Vec<u8>>,
+    control: IpcSender<Vec<u8>>,
+}
+
+/// The descriptor of an ipc-channel handle, from its `Debug` form (ipc-channel 0.23).
+fn raw_fd(handle: &dyn std::fmt::Debug) -> Option<i32> {
+    let text = format!("{handle:?}");
+    let after = &text[text.find("SharedFileDescriptor(")? + "SharedFileDescriptor(".len()..];
+    after[..after.find(')')?].parse().ok()
 }
 
 /// Completes the handshake by hand, with the hello the library would send, then sends a message
@@ -388,7 +417,9 @@ fn fake_worker(kind: &str) -> ! {
     hello += &field("protocol", &info.protocol.to_string());
     hello += &field("wire", &info.wire);
     let _ = tx.send(Raw(hello.into_bytes()));
-    let Ok((requests, _requests_rx)) = bincrew::channel::<Vec<u8>>() else {
+    let (Ok((requests, _requests_rx)), Ok((control, _control_rx))) =
+        (bincrew::channel::<Vec<u8>>(), bincrew::channel::<Vec<u8>>())
+    else {
         std::process::exit(4)
     };
     if kind == "bad-ready" {
@@ -399,14 +430,29 @@ fn fake_worker(kind: &str) -> ! {
         }
     }
     let ready: IpcSender<Ready> = tx.clone().to_opaque().to();
-    let _ = ready.send(Ready { requests });
+    let _ = ready.send(Ready { requests, control });
+    if kind == "huge-header" {
+        // A packet whose header claims a message of 1 TiB: ipc-channel would reserve that much
+        // before reading the rest.
+        let mut packet = Vec::new();
+        packet.extend_from_slice(&16usize.to_ne_bytes());
+        packet.extend_from_slice(&(1usize << 40).to_ne_bytes());
+        if let Some(fd) = raw_fd(&tx.clone().to_opaque()) {
+            // SAFETY: a send on this process's own socket, from a buffer that outlives it.
+            unsafe { libc::send(fd, packet.as_ptr().cast(), packet.len(), 0) };
+        }
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    // Messages after the handshake travel in frames: an inline frame is `0`, a length, bytes.
     let message = match kind {
-        // An enum variant index no message has.
+        // A frame of a kind no frame has.
         "garbage" => vec![0xff, 0xff, 0xff, 0x7f, 1, 2, 3],
         // `Answers` with one answer to request 0 that names channel 0, sending none.
-        "bad-index" => vec![0x00, 0x01, 0x00, 0x00, 0x00],
+        "bad-index" => vec![0x00, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00],
         // `Answers` with five answers, then nothing.
-        _ => vec![0x00, 0x05],
+        _ => vec![0x00, 0x02, 0x00, 0x05],
     };
     let _ = tx.send(Raw(message));
     loop {
@@ -540,6 +586,7 @@ fn soak(cycles: usize, requests: usize) {
         std::process::exit(1);
     }
     drop(pool);
+    let lateness = frozen_phase(1000);
 
     // Reader and stderr threads end a moment after their worker: let them.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -561,6 +608,10 @@ fn soak(cycles: usize, requests: usize) {
         request_time.as_secs_f64(),
         requests as f64 / request_time.as_secs_f64().max(1e-9)
     );
+    println!(
+        "frozen worker: 1000 requests with timeouts settled while another worker answered; worst lateness of a timeout {:.1} ms",
+        lateness.as_secs_f64() * 1000.0
+    );
     println!("fds: {} before, {} after", before.0, after.0);
     println!("threads: {} before, {} after", before.1, after.1);
     println!("children: {} before, {} after", before.2, after.2);
@@ -568,8 +619,119 @@ fn soak(cycles: usize, requests: usize) {
         println!("no leaks");
     } else {
         println!("LEAK");
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            for task in tasks.filter_map(Result::ok) {
+                let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                println!("thread: {}", name.trim());
+            }
+        }
         std::process::exit(1);
     }
+}
+
+/// The soak's frozen-worker phase: `requests` requests with timeouts against a stopped worker,
+/// while another worker keeps answering. Every request must settle as timed out; returns the
+/// worst lateness of a timeout.
+fn frozen_phase(requests: usize) -> Duration {
+    let start = || {
+        Worker::<Request, Response>::builder(WORKER)
+            .forward_stderr(false)
+            .start_blocking()
+            .unwrap_or_else(|e| {
+                println!("soak: start failed: {e}");
+                std::process::exit(1)
+            })
+    };
+    let (frozen, healthy) = (start(), start());
+    // SAFETY: a signal to a child process of this app.
+    unsafe { libc::kill(frozen.id() as i32, libc::SIGSTOP) };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let worst = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                if healthy.run_blocking(Request::Echo(String::new())).is_err() {
+                    println!("soak: the healthy worker failed while the other was stopped");
+                    std::process::exit(1);
+                }
+            }
+        });
+        let timeout = Duration::from_millis(20);
+        let mut worst = Duration::ZERO;
+        for window in 0..requests / 100 {
+            let sent = Instant::now();
+            let replies: Vec<_> = (0..100)
+                .map(|i| {
+                    frozen.run_with(
+                        Request::Echo(format!("{window}-{i}")),
+                        bincrew::RunOptions::new().timeout(timeout),
+                    )
+                })
+                .collect();
+            for reply in replies {
+                match reply.wait() {
+                    Err(bincrew::RunError::TimedOut { .. }) => {}
+                    other => {
+                        println!("soak: a request to the stopped worker ended with {other:?}");
+                        std::process::exit(1);
+                    }
+                }
+                worst = worst.max(sent.elapsed().saturating_sub(timeout));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        worst
+    });
+    drop(frozen);
+    drop(healthy);
+    worst
+}
+
+/// Runs `requests` requests with a one-hour timeout, answered at once, and prints how much the
+/// app's resident memory grew (in KiB) once the first 10,000 have warmed it up.
+fn timer_residue(requests: usize) {
+    let worker = Worker::<Request, Response>::builder(WORKER)
+        .forward_stderr(false)
+        .start_blocking()
+        .unwrap_or_else(|e| {
+            println!("start failed: {e}");
+            std::process::exit(1)
+        });
+    let hour = bincrew::RunOptions::new().timeout(Duration::from_secs(3600));
+    let run = |n: usize| {
+        let mut done = 0;
+        while done < n {
+            let window = (n - done).min(10_000);
+            let replies: Vec<_> = (0..window)
+                .map(|_| worker.run_with(Request::Echo(String::new()), hour.clone()))
+                .collect();
+            for reply in replies {
+                if reply.wait().is_err() {
+                    println!("a request failed");
+                    std::process::exit(1);
+                }
+            }
+            done += window;
+        }
+    };
+    run(10_000);
+    let before = rss_kib();
+    run(requests);
+    let after = rss_kib();
+    println!("rss-growth-kib {}", after.saturating_sub(before));
+}
+
+/// This process's resident memory in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// An app that starts worker `misbehave` from the binary the locator finds under `binary`.

@@ -1,4 +1,4 @@
-//! Sending what is queued together, without a sender thread and without added delay.
+//! The worker's answers: sent together, without a sender thread and without added delay.
 //!
 //! Items are pushed into an [`Outbox`]. [`Outbox::flush`] makes the calling thread the sender
 //! unless another thread already is: the sender takes everything queued (up to the batch cap),
@@ -11,9 +11,9 @@ use std::sync::{Condvar, Mutex, PoisonError};
 
 use crate::process::lock;
 
-/// The most items one message carries by default. `ipc-channel` allows 64 channels and
-/// shared-memory regions per message: requests that carry more than 4 of them need a lower cap.
-pub(crate) const DEFAULT_MAX_BATCH: usize = 16;
+/// The most answers one message carries. `ipc-channel` allows 64 channels and shared-memory
+/// regions per message: responses that carry more than 4 of them need a lower cap.
+pub(crate) const MAX_BATCH: usize = 16;
 
 pub(crate) struct Outbox<T> {
     state: Mutex<State<T>>,
@@ -54,13 +54,6 @@ impl<T> Outbox<T> {
         let mut state = lock(&self.state);
         state.queue.push_back(item);
         state.queue.len() >= self.max_batch
-    }
-
-    /// Takes back the first queued item matching `matches`, if it was not sent yet.
-    pub(crate) fn take(&self, matches: impl Fn(&T) -> bool) -> Option<T> {
-        let mut state = lock(&self.state);
-        let index = state.queue.iter().position(matches)?;
-        state.queue.remove(index)
     }
 
     /// Sends everything queued, in batches, unless another thread is already doing so (it will
@@ -140,17 +133,5 @@ mod tests {
             }
         });
         assert_eq!(sent, vec![vec![1], vec![2, 3]]);
-    }
-
-    #[test]
-    fn take_removes_an_unsent_item() {
-        let outbox = Outbox::new(8);
-        outbox.push(1);
-        outbox.push(2);
-        assert_eq!(outbox.take(|i| *i == 1), Some(1));
-        assert_eq!(outbox.take(|i| *i == 1), None);
-        let mut sent = Vec::new();
-        outbox.flush(|batch| sent.extend_from_slice(batch));
-        assert_eq!(sent, vec![2]);
     }
 }

@@ -195,7 +195,10 @@ impl Sent {
 /// channel of its own and drops them there.
 fn discard_collected() {
     use std::cell::RefCell;
-    type Sink = (ipc_channel::ipc::IpcSender<()>, ipc_channel::ipc::IpcReceiver<()>);
+    type Sink = (
+        ipc_channel::ipc::IpcSender<()>,
+        ipc_channel::ipc::IpcReceiver<()>,
+    );
     thread_local! {
         static SINK: RefCell<Option<Sink>> = const { RefCell::new(None) };
     }
@@ -225,6 +228,12 @@ impl Socket {
     pub(crate) fn find(handle: &dyn fmt::Debug, peer: u32) -> Option<Socket> {
         let fd = fd_in_debug(&format!("{handle:?}"))?;
         imp::is_peer_socket(fd, peer).then_some(Socket { fd })
+    }
+
+    /// A socket that is never used, for tests of the code that chooses how to send.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Socket {
+        Socket { fd: -1 }
     }
 
     /// Makes sends on this socket fail with `WouldBlock` instead of waiting.
@@ -281,40 +290,7 @@ fn fd_in_debug(text: &str) -> Option<i32> {
     digits.parse().ok()
 }
 
-#[cfg(target_os = "linux")]
-#[path = "os/linux_socket.rs"]
-mod imp;
-
-#[cfg(not(target_os = "linux"))]
-mod imp {
-    //! Without access to the socket: no checks, and sends always go through a writer thread.
-    use std::time::Duration;
-
-    pub(super) enum Direction {
-        Read,
-        Write,
-    }
-
-    pub(super) fn inline_max() -> usize {
-        32 * 1024
-    }
-
-    pub(super) fn is_peer_socket(_fd: i32, _peer: u32) -> bool {
-        false
-    }
-
-    pub(super) fn set_nonblocking(_fd: i32) -> bool {
-        false
-    }
-
-    pub(super) fn wait(_fd: i32, _direction: Direction, _timeout: Option<Duration>) -> bool {
-        true
-    }
-
-    pub(super) fn check_next(_fd: i32, _limit: usize) -> Result<(), String> {
-        Ok(())
-    }
-}
+use crate::os_socket as imp;
 
 #[cfg(test)]
 mod tests {
@@ -323,7 +299,9 @@ mod tests {
     #[test]
     fn descriptors_are_read_from_ipc_channels_debug_form() {
         assert_eq!(
-            fd_in_debug("OpaqueIpcSender { os_sender: OsIpcSender { fd: SharedFileDescriptor(5) } }"),
+            fd_in_debug(
+                "OpaqueIpcSender { os_sender: OsIpcSender { fd: SharedFileDescriptor(5) } }"
+            ),
             Some(5)
         );
         assert_eq!(

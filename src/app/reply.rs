@@ -9,16 +9,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use crate::error::RunError;
 use crate::process::lock;
 
 /// What a reply needs from its worker, whatever the request type.
 pub(crate) trait Link<O>: Send + Sync {
-    /// Sends the requests queued so far.
+    /// Sends the requests queued so far, without blocking.
     fn flush(&self);
-    /// Blocks until `slot` is answered, reading the channel itself when nobody else does.
-    fn wait(&self, slot: &Slot<O>) -> Result<O, RunError>;
+    /// Blocks until `slot` is answered, reading the channel itself when nobody else does, but
+    /// never past `deadline` (the request's timeout).
+    fn wait(&self, slot: &Slot<O>, deadline: Option<Instant>) -> Result<O, RunError>;
     /// A future returned `Pending`: someone must read the channel for it.
     fn polled(&self);
     /// The reply was dropped unanswered: withdraw or cancel request `id`.
@@ -50,18 +52,26 @@ pub(crate) enum Dispatched<O> {
     Failed(RunError),
 }
 
-type SlotState<O> = (Option<Result<O, RunError>>, Option<Waker>);
+/// What a [`Slot`] holds.
+struct SlotState<O> {
+    /// The result once it came.
+    result: Option<Result<O, RunError>>,
+    /// The waker of the task awaiting it.
+    waker: Option<Waker>,
+}
 
 /// Where the reader thread puts a response for the [`Reply`] waiting on it.
 pub(crate) struct Slot<O> {
-    /// The result once it came, and the waker of the task awaiting it.
     state: Mutex<SlotState<O>>,
 }
 
 impl<O> Slot<O> {
     pub(crate) fn new() -> Self {
         Slot {
-            state: Mutex::new((None, None)),
+            state: Mutex::new(SlotState {
+                result: None,
+                waker: None,
+            }),
         }
     }
 
@@ -70,8 +80,8 @@ impl<O> Slot<O> {
     pub(crate) fn complete(&self, result: Result<O, RunError>) {
         let waker = {
             let mut state = lock(&self.state);
-            state.0 = Some(result);
-            state.1.take()
+            state.result = Some(result);
+            state.waker.take()
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -80,7 +90,7 @@ impl<O> Slot<O> {
 
     /// The result, once.
     pub(crate) fn take(&self) -> Option<Result<O, RunError>> {
-        lock(&self.state).0.take()
+        lock(&self.state).result.take()
     }
 }
 
@@ -107,6 +117,7 @@ enum Stage<O> {
 struct Sent<O> {
     slot: Arc<Slot<O>>,
     id: u64,
+    deadline: Option<Instant>,
     link: Arc<dyn Link<O>>,
 }
 
@@ -118,9 +129,19 @@ impl<O> Reply<O> {
         }
     }
 
-    pub(crate) fn pending(slot: Arc<Slot<O>>, id: u64, link: Arc<dyn Link<O>>) -> Self {
+    pub(crate) fn pending(
+        slot: Arc<Slot<O>>,
+        id: u64,
+        deadline: Option<Instant>,
+        link: Arc<dyn Link<O>>,
+    ) -> Self {
         Reply {
-            stage: Stage::Sent(Sent { slot, id, link }),
+            stage: Stage::Sent(Sent {
+                slot,
+                id,
+                deadline,
+                link,
+            }),
             dispatch: None,
         }
     }
@@ -192,7 +213,7 @@ impl<O> Reply<O> {
                 },
                 Stage::Sent(sent) => {
                     sent.link.flush();
-                    let result = sent.link.wait(&sent.slot);
+                    let result = sent.link.wait(&sent.slot, sent.deadline);
                     if let Some(result) = self.settle(result, Wait::Block) {
                         return result;
                     }
@@ -231,16 +252,16 @@ impl<O> Future for Reply<O> {
                 Stage::Sent(sent) => {
                     sent.link.flush();
                     let mut state = lock(&sent.slot.state);
-                    if let Some(result) = state.0.take() {
+                    if let Some(result) = state.result.take() {
                         drop(state);
                         if let Some(result) = this.settle(result, Wait::Waker(cx.waker())) {
                             return Poll::Ready(result);
                         }
                         continue;
                     }
-                    match &state.1 {
+                    match &state.waker {
                         Some(waker) if waker.will_wake(cx.waker()) => {}
-                        _ => state.1 = Some(cx.waker().clone()),
+                        _ => state.waker = Some(cx.waker().clone()),
                     }
                     drop(state);
                     sent.link.polled();

@@ -13,11 +13,11 @@ use std::task::Waker;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::app::{RunOptions, Worker};
-use crate::builder::WorkerBuilder;
+use super::builder::WorkerBuilder;
+use super::reply::{Dispatch, Dispatched, Reply, Wait};
+use super::worker::{RunOptions, Worker};
 use crate::error::{RunError, ShutdownError, StartError, WorkerCrashError};
 use crate::process::lock;
-use crate::reply::{Dispatch, Dispatched, Reply, Wait};
 use crate::IpcValue;
 
 /// Configures and starts a [`WorkerPool`]. Made by [`WorkerPool::builder`] or
@@ -293,16 +293,19 @@ impl<I: IpcValue, O: IpcValue> WorkerPool<I, O> {
 
 impl<I, O> Drop for WorkerPool<I, O> {
     fn drop(&mut self) {
-        let workers: Vec<_> = {
+        let (workers, wakers): (Vec<_>, _) = {
             let mut state = lock(&self.inner.state);
             state.shutting_down = true;
-            state
+            let workers = state
                 .slots
                 .iter_mut()
                 .filter_map(|s| s.worker.take())
-                .collect()
+                .collect();
+            (workers, std::mem::take(&mut state.wakers))
         };
+        // Replies waiting for a worker end with `ShutDown`, blocking or not.
         self.inner.changed.notify_all();
+        wakers.into_iter().for_each(Waker::wake);
         if let Some(supervisor) = self.supervisor.take() {
             let _ = supervisor.join();
         }
@@ -454,16 +457,19 @@ impl<I: IpcValue, O: IpcValue> PoolInner<I, O> {
     }
 
     fn shutdown(&self) -> Result<(), ShutdownError> {
-        let workers: Vec<_> = {
+        let (workers, wakers): (Vec<_>, _) = {
             let mut state = lock(&self.state);
             state.shutting_down = true;
-            state
+            let workers = state
                 .slots
                 .iter()
                 .filter_map(|s| s.worker.clone())
-                .collect()
+                .collect();
+            (workers, std::mem::take(&mut state.wakers))
         };
+        // Replies waiting for a worker end with `ShutDown`, blocking or not.
         self.changed.notify_all();
+        wakers.into_iter().for_each(Waker::wake);
         // Ask every worker first, so they drain at the same time, then wait for each.
         let begun: Vec<_> = workers.iter().map(|w| w.begin_shutdown()).collect();
         let mut first_error = None;

@@ -2,40 +2,48 @@
 //! [`PROTOCOL`](crate::build::PROTOCOL).
 //!
 //! The connection the worker opened carries worker-to-app messages: the hello (raw bytes), then
-//! [`Ready`], then [`ToApp`]. [`Ready`] hands the app the sending end of a channel the worker
-//! created for app-to-worker messages (`Vec<Item<I>>`); the worker keeps no copy of it, so the worker sees the
-//! channel close when the app goes away.
+//! [`Ready`], then [`ToApp`] in frames (see `transport.rs`). [`Ready`] hands the app the sending
+//! ends of two channels the worker created: requests (`[(u64, Job<I>)]` in frames), which the
+//! worker reads only while its queue has room, and control (`[(u64, Control)]`), which it always
+//! reads, so a cancellation or a shutdown overtakes queued requests.
 //!
 //! Requests and responses travel in batches: whoever sends takes everything queued at that moment
-//! (up to a cap), so one message carries many when many are in flight. Each owned message type
-//! has a borrowed twin (`…Ref`) that encodes identically, so a batch is sent from a slice the
-//! sender keeps.
+//! (up to a cap), so one message carries many when many are in flight. Batches are sent from
+//! slices the sender keeps, so a batch that could not go out can be queued again.
 
 use ipc_channel::ipc::OpaqueIpcSender;
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// The worker's second message, sent right after a hello with `Status::Ready`.
+/// The worker's second message, sent right after a hello with `Status::Ready`: the sending ends
+/// of the two channels the worker reads. It keeps no copy of either, so it sees them close when
+/// the app goes away.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Ready {
-    /// An `IpcSender<Vec<Item<I>>>`.
+    /// An `IpcSender<FramedRef<[(u64, Job<I>)]>>`: requests, in the order they were made.
     pub(crate) requests: OpaqueIpcSender,
+    /// An `IpcSender<[(u64, Control)]>`: what must reach the worker even when its request queue
+    /// is full and every handler is busy.
+    pub(crate) control: OpaqueIpcSender,
 }
 
-/// One item of an app-to-worker message, which is a `Vec<Item<I>>`.
+/// One item of the request channel, keyed by its request id.
 #[derive(Serialize, Deserialize)]
-pub(crate) enum Item<I> {
+pub(crate) enum Job<I> {
     /// Run this request.
-    Request { id: u64, request: I },
+    Run(I),
+    /// No request follows: sent after a shutdown, behind every request made before it.
+    End,
+}
+
+/// One item of the control channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Control {
     /// The app gave up on request `id`: drop it if queued, signal its handler if running.
     Cancel(u64),
-    /// Take no more requests, answer those in flight, exit with code 0.
+    /// Take no requests after the [`Job::End`] that follows, answer those in flight, exit with
+    /// code 0.
     Shutdown,
 }
-
-/// The sending side of an app-to-worker message: a slice encodes like the `Vec`.
-#[derive(Serialize)]
-#[serde(transparent)]
-pub(crate) struct ItemsRef<'a, I>(pub(crate) &'a [Item<I>]);
 
 /// One answer.
 #[derive(Serialize, Deserialize)]
@@ -58,12 +66,12 @@ impl<O> Answer<O> {
     }
 }
 
-/// Worker to app.
+/// Worker to app, in a frame (`Framed<ToApp<O>>`).
 #[derive(Serialize, Deserialize)]
 pub(crate) enum ToApp<O> {
     /// Answers, in the order they were finished.
     Answers(Vec<Answer<O>>),
-    /// The worker panicked and is about to exit.
+    /// The worker panicked and is about to exit: nothing it sends after this is trusted.
     Panicked {
         message: String,
         location: Option<String>,
@@ -115,7 +123,6 @@ macro_rules! send_only {
         }
     };
 }
-send_only!(ItemsRef);
 send_only!(ToAppRef);
 
 #[cfg(test)]
@@ -124,19 +131,12 @@ mod tests {
 
     #[test]
     fn borrowed_twins_encode_like_the_owned_messages() {
-        let items = vec![
-            Item::Request {
-                id: 1,
-                request: "a".to_owned(),
-            },
-            Item::Cancel(1),
-            Item::Shutdown,
-        ];
-        let bytes = postcard::to_stdvec(&ItemsRef(&items)).expect("encodes");
-        let back: Vec<Item<String>> = postcard::from_bytes(&bytes).expect("decodes");
+        let jobs = vec![(1u64, Job::Run("a".to_owned())), (u64::MAX, Job::End)];
+        let bytes = postcard::to_stdvec(jobs.as_slice()).expect("encodes");
+        let back: Vec<(u64, Job<String>)> = postcard::from_bytes(&bytes).expect("decodes");
         assert!(matches!(
             back.as_slice(),
-            [Item::Request { id: 1, request }, Item::Cancel(1), Item::Shutdown] if request == "a"
+            [(1, Job::Run(request)), (u64::MAX, Job::End)] if request == "a"
         ));
 
         let answers = vec![

@@ -5,12 +5,13 @@ use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::app::{Settings, Worker};
-use crate::batch::DEFAULT_MAX_BATCH;
+use super::lane::DEFAULT_MAX_BATCH;
+use super::worker::{Settings, Worker};
 use crate::build::Compat;
 use crate::error::StartError;
 use crate::locate::Locate;
 use crate::process::{self, Check, Spec, Started};
+use crate::wire::transport::DEFAULT_MAX_MESSAGE;
 use crate::IpcValue;
 
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -30,6 +31,8 @@ pub struct WorkerBuilder<I, O> {
     parallelism: Option<usize>,
     max_batch: usize,
     kill_after_timeout: Option<Duration>,
+    max_pending: Option<usize>,
+    max_message: usize,
     types: PhantomData<fn(I) -> O>,
 }
 
@@ -49,6 +52,8 @@ impl<I, O> Clone for WorkerBuilder<I, O> {
             parallelism: self.parallelism,
             max_batch: self.max_batch,
             kill_after_timeout: self.kill_after_timeout,
+            max_pending: self.max_pending,
+            max_message: self.max_message,
             types: PhantomData,
         }
     }
@@ -73,6 +78,8 @@ impl<I, O> WorkerBuilder<I, O> {
             parallelism: None,
             max_batch: DEFAULT_MAX_BATCH,
             kill_after_timeout: None,
+            max_pending: None,
+            max_message: DEFAULT_MAX_MESSAGE,
             types: PhantomData,
         }
     }
@@ -199,6 +206,25 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
         self
     }
 
+    /// Fails further requests at once with [`RunError::Overloaded`](crate::RunError::Overloaded)
+    /// while `requests` of this worker's requests wait to be sent (the worker is not taking
+    /// them: busy, stopped or flooded). Off by default: requests wait in the app, however many.
+    ///
+    /// Requests the worker has received are not counted: the worker takes at most its own queue
+    /// limit (see [`Workers::max_queue`](crate::Workers::max_queue)) and leaves the rest here.
+    pub fn max_pending(mut self, requests: usize) -> Self {
+        self.max_pending = Some(requests.max(1));
+        self
+    }
+
+    /// The largest message the app accepts from the worker, and the largest shared memory one
+    /// may carry (1 GiB by default). A worker that sends more, or whose message declares more,
+    /// is killed as having broken the protocol before the app allocates or maps anything for it.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message = bytes.max(4096);
+        self
+    }
+
     /// Starts the worker and completes the handshake, waiting on a thread of [`blocking`]'s
     /// pool.
     ///
@@ -274,6 +300,8 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
                 shutdown_grace: self.shutdown_grace,
                 max_batch: self.max_batch,
                 kill_after_timeout: self.kill_after_timeout,
+                max_pending: self.max_pending,
+                max_message: self.max_message,
             },
         )
     }

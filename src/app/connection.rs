@@ -1,0 +1,547 @@
+//! `Connection`: everything about one worker that its [`Worker`](super::Worker), its replies,
+//! its reader thread, its writer threads and the timer share.
+//!
+//! Ownership:
+//! - the requests in flight, the worker's phase and how it ended: `state`;
+//! - what waits to be sent: one [`Lane`] per channel (requests, control), each with its own
+//!   writer thread, started the first time the worker's socket is full;
+//! - the receiving end of the worker's channel: whoever has the read turn (`read.rs`).
+//!
+//! Nothing here sends from a thread that cannot afford to wait: every send is a non-blocking
+//! attempt (see `lane.rs`), so callers, executors and the timer never wait on a worker.
+//!
+//! Lock order (a lock may be taken while holding the ones before it, never the reverse):
+//! `read.rs`'s turns → `state` → the timer's actions → a reply's slot. A lane's lock is taken
+//! alone.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ipc_channel::ipc::{IpcSender, OpaqueIpcSender};
+
+use super::lane::{Flushed, Lane, Sink};
+use super::read::ReadTurns;
+use super::reply::{Link, Slot};
+use super::timer::{self, TimerKey};
+use super::worker::Settings;
+use crate::error::{RunError, ShutdownError, WorkerCrashError};
+use crate::process::{lock, Process};
+use crate::wire::messages::{Answer, Control, Job};
+use crate::wire::transport::{FramedRef, Sent, Socket};
+use crate::IpcValue;
+
+/// How long the reader waits for a worker that closed its channel to exit by itself.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+pub(crate) struct Connection<I, O> {
+    pub(super) process: Process,
+    requests: Lane<Job<I>>,
+    control: Lane<Control>,
+    /// `IpcSender<FramedRef<[(u64, Job<I>)]>>`.
+    request_tx: OpaqueIpcSender,
+    /// `IpcSender<[(u64, Control)]>`.
+    control_tx: OpaqueIpcSender,
+    pub(super) state: Mutex<State<O>>,
+    pub(super) turns: ReadTurns<O>,
+    next_id: AtomicU64,
+    next_control: AtomicU64,
+    pub(super) settings: Settings,
+    /// Itself, for the threads and timers it starts.
+    this: Weak<Connection<I, O>>,
+}
+
+pub(super) struct State<O> {
+    pub(super) phase: Phase,
+    /// Requests in flight (queued or sent), by id.
+    pub(super) pending: HashMap<u64, Pending<O>>,
+    /// Requests that timed out and were cancelled, which the worker has not answered yet.
+    abandoned: HashSet<u64>,
+    /// Why the app killed the worker, when it did.
+    kill_reason: Option<String>,
+    /// Called once the worker's channel has ended and its fate is known (pools restart it).
+    exit_hook: Option<Box<dyn FnOnce() + Send>>,
+    /// The worker reported a panic: nothing it sends after that is trusted.
+    panicked: bool,
+    /// When a shutdown's grace period ends.
+    shutdown_deadline: Option<Instant>,
+}
+
+/// One request in flight.
+pub(super) struct Pending<O> {
+    slot: Arc<Slot<O>>,
+    /// Its deadline on the timer, removed when it is answered.
+    timer: Option<TimerKey>,
+}
+
+pub(super) enum Phase {
+    Running,
+    ShuttingDown,
+    Crashed(Arc<WorkerCrashError>),
+    /// The `Worker` was dropped.
+    Closed,
+}
+
+/// The channels of a worker that completed its handshake.
+pub(super) struct Channels {
+    pub(super) requests: OpaqueIpcSender,
+    pub(super) control: OpaqueIpcSender,
+    pub(super) turns_socket: Option<Socket>,
+    pub(super) request_socket: Option<Socket>,
+    pub(super) control_socket: Option<Socket>,
+}
+
+impl<I, O> Connection<I, O> {
+    pub(super) fn shut_down(&self) -> RunError {
+        RunError::ShutDown {
+            worker: self.process.name.clone(),
+        }
+    }
+
+    /// The crash report, once the worker died.
+    pub(super) fn crash_error(&self) -> Option<Arc<WorkerCrashError>> {
+        match &lock(&self.state).phase {
+            Phase::Crashed(report) => Some(report.clone()),
+            _ => None,
+        }
+    }
+
+    /// Kills the process; the reader then reports the crash with `reason`.
+    pub(super) fn kill(&self, reason: String) {
+        lock(&self.state).kill_reason.get_or_insert(reason);
+        self.process.kill();
+    }
+
+    /// Calls `hook` once the worker has exited and its requests were failed (at once if that
+    /// already happened).
+    pub(super) fn on_exit(&self, hook: Box<dyn FnOnce() + Send>) {
+        let mut state = lock(&self.state);
+        if matches!(state.phase, Phase::Crashed(_)) {
+            drop(state);
+            hook();
+        } else {
+            state.exit_hook = Some(hook);
+        }
+    }
+
+    /// The `Worker` was dropped: fail what is in flight, stop sending, kill the process. Never
+    /// waits: the process is reaped elsewhere.
+    pub(super) fn close(&self) {
+        let leftover = {
+            let mut state = lock(&self.state);
+            if matches!(state.phase, Phase::Running | Phase::ShuttingDown) {
+                state.phase = Phase::Closed;
+            }
+            std::mem::take(&mut state.pending)
+        };
+        self.requests.close();
+        self.control.close();
+        for pending in leftover.into_values() {
+            if let Some(key) = pending.timer {
+                timer::cancel(key);
+            }
+            pending.slot.complete(Err(self.shut_down()));
+        }
+        self.wake_waiters();
+        self.process.kill();
+    }
+
+    /// Requests in flight.
+    pub(super) fn in_flight(&self) -> usize {
+        lock(&self.state).pending.len()
+    }
+
+    /// Whether the worker takes requests.
+    pub(super) fn is_running(&self) -> bool {
+        matches!(lock(&self.state).phase, Phase::Running)
+    }
+
+    /// Whether any request is in flight.
+    pub(super) fn has_pending(&self) -> bool {
+        !lock(&self.state).pending.is_empty()
+    }
+}
+
+impl<I: IpcValue, O: IpcValue> Connection<I, O> {
+    pub(super) fn new(
+        process: Process,
+        channels: Channels,
+        receiver: ipc_channel::ipc::OpaqueIpcReceiver,
+        settings: Settings,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|this| Connection {
+            process,
+            requests: Lane::new(settings.max_batch, channels.request_socket),
+            control: Lane::new(settings.max_batch, channels.control_socket),
+            request_tx: channels.requests,
+            control_tx: channels.control,
+            state: Mutex::new(State {
+                phase: Phase::Running,
+                pending: HashMap::new(),
+                abandoned: HashSet::new(),
+                kill_reason: None,
+                exit_hook: None,
+                panicked: false,
+                shutdown_deadline: None,
+            }),
+            turns: ReadTurns::new(receiver.to(), channels.turns_socket),
+            next_id: AtomicU64::new(0),
+            next_control: AtomicU64::new(0),
+            settings,
+            this: this.clone(),
+        })
+    }
+
+    /// Queues a request; its slot, id and deadline, or the error it fails with at once.
+    pub(super) fn run(
+        &self,
+        request: I,
+        timeout: Option<Duration>,
+    ) -> Result<(Arc<Slot<O>>, u64, Option<Instant>), RunError> {
+        if let Some(limit) = self.settings.max_pending {
+            if self.requests.len() >= limit {
+                return Err(RunError::Overloaded {
+                    worker: self.process.name.clone(),
+                    limit,
+                });
+            }
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot::new());
+        let deadline = timeout.map(|t| Instant::now() + t);
+        {
+            let mut state = lock(&self.state);
+            match &state.phase {
+                Phase::Running => {}
+                Phase::Crashed(report) => return Err(RunError::Crashed(report.clone())),
+                Phase::ShuttingDown | Phase::Closed => return Err(self.shut_down()),
+            }
+            let timer = match (deadline, timeout) {
+                (Some(deadline), Some(timeout)) => {
+                    let this = self.this.clone();
+                    timer::schedule(
+                        deadline,
+                        Box::new(move || {
+                            if let Some(this) = this.upgrade() {
+                                this.expire(id, timeout);
+                            }
+                        }),
+                    )
+                }
+                _ => None,
+            };
+            state.pending.insert(
+                id,
+                Pending {
+                    slot: slot.clone(),
+                    timer,
+                },
+            );
+        }
+        if self.requests.push(id, Job::Run(request)) {
+            self.flush_requests();
+        }
+        Ok((slot, id, deadline))
+    }
+
+    pub(super) fn flush_requests(&self) {
+        if let Flushed::StartWriter = self.requests.flush(&RequestSink(self)) {
+            self.start_writer("requests", |this| {
+                this.requests.run_writer(&RequestSink(this))
+            });
+        }
+    }
+
+    fn flush_control(&self) {
+        if let Flushed::StartWriter = self.control.flush(&ControlSink(self)) {
+            self.start_writer("control", |this| {
+                this.control.run_writer(&ControlSink(this))
+            });
+        }
+    }
+
+    fn push_control(&self, control: Control) {
+        let key = self.next_control.fetch_add(1, Ordering::Relaxed);
+        let _ = self.control.push(key, control);
+        self.flush_control();
+    }
+
+    /// Starts a lane's writer thread; it lives until the lane closes.
+    fn start_writer(&self, lane: &str, run: fn(&Self)) {
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        let started = thread::Builder::new()
+            .name(format!("bincrew-writer-{}-{lane}", self.process.name))
+            .spawn(move || run(&this));
+        if let Err(e) = started {
+            // Without a writer, nothing more reaches the worker: end it like a crash rather than
+            // leave its requests waiting for ever.
+            self.kill(format!("the app cannot start a thread to send to it: {e}"));
+        }
+    }
+
+    /// Fails the requests of a batch that could not be encoded.
+    fn fail_encode(&self, batch: Vec<(u64, Job<I>)>, reason: String) {
+        let failed: Vec<_> = {
+            let mut state = lock(&self.state);
+            batch
+                .iter()
+                .filter_map(|(id, _)| state.pending.remove(id))
+                .collect()
+        };
+        drop(batch);
+        for pending in failed {
+            if let Some(key) = pending.timer {
+                timer::cancel(key);
+            }
+            pending.slot.complete(Err(RunError::Encode {
+                worker: self.process.name.clone(),
+                reason: reason.clone(),
+            }));
+        }
+        self.wake_waiters();
+    }
+
+    pub(super) fn begin_shutdown(&self) -> Result<(), ShutdownError> {
+        {
+            let mut state = lock(&self.state);
+            match &state.phase {
+                Phase::Running => {
+                    state.phase = Phase::ShuttingDown;
+                    state.shutdown_deadline = Some(Instant::now() + self.settings.shutdown_grace);
+                }
+                Phase::Crashed(report) => return Err(ShutdownError::Crashed(report.clone())),
+                Phase::ShuttingDown | Phase::Closed => return Ok(()),
+            }
+        }
+        // The worker learns of it at once on the control channel, and `End` follows every
+        // request made before it on the request channel. A worker that is already gone has
+        // its fate told by the wait.
+        let _ = self.requests.push(u64::MAX, Job::End);
+        self.flush_requests();
+        self.push_control(Control::Shutdown);
+        Ok(())
+    }
+
+    pub(super) fn wait_shutdown(&self) -> Result<(), ShutdownError> {
+        let grace = self.settings.shutdown_grace;
+        let deadline = lock(&self.state)
+            .shutdown_deadline
+            .unwrap_or_else(|| Instant::now() + grace);
+        match self.process.wait_deadline(deadline) {
+            Some(exit) if exit.success() => Ok(()),
+            Some(exit) => Err(ShutdownError::Crashed(
+                self.crash_error()
+                    .unwrap_or_else(|| Arc::new(self.process.crash_report(Some(exit), None))),
+            )),
+            None => {
+                self.process.kill();
+                Err(ShutdownError::Killed {
+                    worker: self.process.name.clone(),
+                    grace,
+                })
+            }
+        }
+    }
+
+    /// The timer's action when request `id` is not answered within `timeout`. Never blocks.
+    fn expire(&self, id: u64, timeout: Duration) {
+        let Some(pending) = lock(&self.state).pending.remove(&id) else {
+            return;
+        };
+        pending.slot.complete(Err(RunError::TimedOut {
+            worker: self.process.name.clone(),
+            timeout,
+        }));
+        self.wake_waiters();
+        // Never sent: it simply never will be.
+        if self.requests.take(id).is_some() {
+            return;
+        }
+        lock(&self.state).abandoned.insert(id);
+        self.push_control(Control::Cancel(id));
+        if let Some(grace) = self.settings.kill_after_timeout {
+            let this = self.this.clone();
+            timer::schedule(
+                Instant::now() + grace,
+                Box::new(move || {
+                    let Some(this) = this.upgrade() else {
+                        return;
+                    };
+                    let ignored = {
+                        let state = lock(&this.state);
+                        matches!(state.phase, Phase::Running | Phase::ShuttingDown)
+                            && state.abandoned.contains(&id)
+                    };
+                    if ignored {
+                        this.kill(format!(
+                            "request {id} timed out after {timeout:?} and its handler did not give it up within {grace:?}"
+                        ));
+                    }
+                }),
+            );
+        }
+    }
+
+    /// Completes the requests of a batch of answers. After a panic report nothing the worker
+    /// sends is trusted: its answers are dropped and the requests fail with the crash report.
+    pub(super) fn answer(&self, answers: Vec<Answer<O>>) {
+        let mut done = Vec::with_capacity(answers.len());
+        {
+            let mut state = lock(&self.state);
+            if state.panicked {
+                return;
+            }
+            for answer in answers {
+                let id = answer.id();
+                state.abandoned.remove(&id);
+                if let Some(pending) = state.pending.remove(&id) {
+                    done.push((pending, answer));
+                }
+            }
+        }
+        for (pending, answer) in done {
+            if let Some(key) = pending.timer {
+                timer::cancel(key);
+            }
+            pending.slot.complete(match answer {
+                Answer::Done { response, .. } => Ok(response),
+                Answer::EncodeFailed { reason, .. } => Err(RunError::Encode {
+                    worker: self.process.name.clone(),
+                    reason: format!("the worker cannot encode its response: {reason}"),
+                }),
+                // Only requests the app gave up on are cancelled: they are no longer pending.
+                Answer::Cancelled { .. } => Err(self.shut_down()),
+            });
+        }
+    }
+
+    /// The worker reported a panic.
+    pub(super) fn panicked(&self, message: String, location: Option<String>) {
+        self.process.record_panic(message, location);
+        lock(&self.state).panicked = true;
+    }
+
+    /// Called by whoever read the end of the worker's channel, cleanly or not.
+    pub(super) fn finish(&self, protocol_error: Option<String>) {
+        self.requests.close();
+        self.control.close();
+        self.settle(protocol_error);
+        let hook = lock(&self.state).exit_hook.take();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+
+    /// Decides how the worker ended and fails what is still in flight.
+    fn settle(&self, protocol_error: Option<String>) {
+        let (shutting_down, kill_reason) = {
+            let state = lock(&self.state);
+            let shutting_down = match state.phase {
+                Phase::Closed | Phase::Crashed(_) => return,
+                Phase::ShuttingDown => true,
+                Phase::Running => false,
+            };
+            (shutting_down, state.kill_reason.clone())
+        };
+        if protocol_error.is_some() {
+            self.process.kill();
+        }
+        let mut killed_by_app = protocol_error
+            .map(|e| format!("it broke the protocol: {e}"))
+            .or(kill_reason);
+        let exit = match self.process.wait_deadline(Instant::now() + EXIT_GRACE) {
+            Some(exit) => Some(exit),
+            None => {
+                killed_by_app.get_or_insert_with(|| {
+                    "it broke the protocol: it closed its channel but kept running".into()
+                });
+                self.process.kill();
+                self.process.wait()
+            }
+        };
+        let clean = shutting_down && killed_by_app.is_none() && exit.is_some_and(|e| e.success());
+        let report = (!clean).then(|| Arc::new(self.process.crash_report(exit, killed_by_app)));
+        let leftover = {
+            let mut state = lock(&self.state);
+            if matches!(state.phase, Phase::Closed) {
+                return;
+            }
+            if let Some(report) = &report {
+                state.phase = Phase::Crashed(report.clone());
+            }
+            std::mem::take(&mut state.pending)
+        };
+        if let Some(report) = &report {
+            tracing::warn!(worker = %self.process.name, "{report}");
+        }
+        for pending in leftover.into_values() {
+            if let Some(key) = pending.timer {
+                timer::cancel(key);
+            }
+            // A clean exit after a shutdown: requests made after it fail as shut down.
+            pending.slot.complete(Err(match &report {
+                Some(report) => RunError::Crashed(report.clone()),
+                None => self.shut_down(),
+            }));
+        }
+    }
+}
+
+impl<I: IpcValue, O: IpcValue> Link<O> for Connection<I, O> {
+    fn flush(&self) {
+        self.flush_requests();
+    }
+
+    fn wait(&self, slot: &Slot<O>, deadline: Option<Instant>) -> Result<O, RunError> {
+        Connection::wait(self, slot, deadline)
+    }
+
+    fn polled(&self) {
+        self.future_waits();
+    }
+
+    fn abandon(&self, id: u64) {
+        let Some(pending) = lock(&self.state).pending.remove(&id) else {
+            return;
+        };
+        if let Some(key) = pending.timer {
+            timer::cancel(key);
+        }
+        // Still queued: it is simply never sent. Otherwise the worker is told.
+        if self.requests.take(id).is_none() {
+            self.push_control(Control::Cancel(id));
+        }
+    }
+}
+
+/// Sends batches of requests.
+struct RequestSink<'a, I, O>(&'a Connection<I, O>);
+
+impl<I: IpcValue, O: IpcValue> Sink<Job<I>> for RequestSink<'_, I, O> {
+    fn send(&self, batch: &[(u64, Job<I>)]) -> Sent {
+        let sender: IpcSender<FramedRef<'_, [(u64, Job<I>)]>> = self.0.request_tx.clone().to();
+        Sent::from_result(sender.send(FramedRef(batch)))
+    }
+
+    fn encode_failed(&self, batch: Vec<(u64, Job<I>)>, reason: String) {
+        self.0.fail_encode(batch, reason);
+    }
+}
+
+/// Sends batches of control items.
+struct ControlSink<'a, I, O>(&'a Connection<I, O>);
+
+impl<I: IpcValue, O: IpcValue> Sink<Control> for ControlSink<'_, I, O> {
+    fn send(&self, batch: &[(u64, Control)]) -> Sent {
+        let sender: IpcSender<Vec<(u64, Control)>> = self.0.control_tx.clone().to();
+        Sent::from_result(sender.send(batch.to_vec()))
+    }
+
+    fn encode_failed(&self, _batch: Vec<(u64, Control)>, reason: String) {
+        tracing::error!(worker = %self.0.process.name, %reason, "cannot encode a control message");
+    }
+}

@@ -1,0 +1,27 @@
+//! The app side: starting workers, sending them requests, reading their answers, supervising
+//! pools. `ARCHITECTURE.md` at the repository's root describes the threads, the path of one
+//! request and the locks.
+//!
+//! - `worker.rs`: [`Worker`], the public handle, and [`RunOptions`].
+//! - `builder.rs`: [`WorkerBuilder`], how a worker is found, started and checked.
+//! - `connection.rs`: `Connection`, what a `Worker`, its replies, its reader thread, its writer
+//!   threads and the timer share about one worker: its requests in flight and how it ended.
+//! - `read.rs`: who reads a worker's channel, and when.
+//! - `lane.rs`: what is queued for one of a worker's channels, and who sends it.
+//! - `reply.rs`: [`Reply`], the response to one request, as a future or blocking.
+//! - `timer.rs`: the process-wide thread that fires request deadlines.
+//! - `pool.rs`: [`WorkerPool`], several supervised workers of one kind.
+
+mod builder;
+mod connection;
+mod lane;
+mod pool;
+mod read;
+mod reply;
+mod timer;
+mod worker;
+
+pub use builder::WorkerBuilder;
+pub use pool::{PoolBuilder, WorkerPool};
+pub use reply::Reply;
+pub use worker::{RunOptions, Worker};

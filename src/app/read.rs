@@ -1,0 +1,276 @@
+//! Who reads a worker's channel, and when: the read-turn protocol.
+//!
+//! The receiving end of a worker's channel is read by one thread at a time, the one holding the
+//! *turn* (the receiver, taken out of [`Turns`]):
+//!
+//! - a thread blocked in `Reply::wait` reads it itself, so its answer reaches it without a
+//!   hand-off between threads; it reads only until its own request's deadline, then gives the
+//!   turn back, so its timeout fires on time even while it reads for others;
+//! - otherwise the worker's reader thread reads it: for futures (which never read), and to
+//!   notice a crash while nothing waits. It takes the turn when a future waits, when requests
+//!   are in flight and no blocking call waits, or [`IDLE_HANDOVER`] after the last blocking call
+//!   left.
+//!
+//! ```text
+//!            take turn                 read one message              give turn back
+//!   free ───────────────▶ reading ─────────────────────────▶ answers ─────────────────▶ free
+//!    ▲                      │ deadline passed (a waiter)                                  │
+//!    └──────────────────────┴─────────────────────────────────────────────────────────────┘
+//!                           │ the channel ended, or the worker broke the protocol
+//!                           ▼
+//!                         ended (the worker's fate is settled; every waiter returns)
+//! ```
+//!
+//! Before `ipc-channel` reads a message, its header and descriptors are checked
+//! (`Socket::check_next`): a worker cannot make the app allocate without bound, wait for the rest
+//! of a message that never comes, or panic.
+
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use ipc_channel::ipc::IpcReceiver;
+use ipc_channel::{IpcError, TryRecvError};
+
+use super::connection::Connection;
+use super::reply::Slot;
+use crate::error::RunError;
+use crate::process::lock;
+use crate::wire::messages::{recv_guarded, ToApp};
+use crate::wire::transport::{with_limit, Framed, Socket};
+use crate::IpcValue;
+
+/// How long the reader thread leaves the channel to threads in `Reply::wait` after the last one
+/// is done, before reading it again itself: long enough for a loop of blocking calls to keep
+/// reading its own answers, short enough to notice an idle worker's crash at once.
+const IDLE_HANDOVER: Duration = Duration::from_millis(2);
+
+type Receiver<O> = IpcReceiver<Framed<ToApp<O>>>;
+
+pub(super) struct ReadTurns<O> {
+    turns: Mutex<Turns<O>>,
+    /// Wakes the threads in `Reply::wait`: the turn is free, a request completed, or the channel
+    /// ended.
+    waiter_turn: Condvar,
+    /// Wakes the reader thread: a future waits, or the channel ended.
+    reader_turn: Condvar,
+    /// The receiving socket, when known: to wait with a deadline and check each message.
+    socket: Option<Socket>,
+}
+
+struct Turns<O> {
+    /// The receiving end, when no thread is reading it.
+    receiver: Option<Receiver<O>>,
+    /// Threads in `Reply::wait` for this worker.
+    waiters: usize,
+    /// A future started waiting: the reader thread should read now.
+    futures: bool,
+    /// The channel has ended and the worker's fate is settled.
+    ended: bool,
+    /// When the last thread left `Reply::wait`.
+    last_wait: Instant,
+}
+
+impl<O> ReadTurns<O> {
+    pub(super) fn new(receiver: Receiver<O>, socket: Option<Socket>) -> Self {
+        ReadTurns {
+            turns: Mutex::new(Turns {
+                receiver: Some(receiver),
+                waiters: 0,
+                futures: false,
+                ended: false,
+                last_wait: Instant::now(),
+            }),
+            waiter_turn: Condvar::new(),
+            reader_turn: Condvar::new(),
+            socket,
+        }
+    }
+}
+
+/// How one read turn ended.
+enum Read {
+    /// A message was read and acted on.
+    Message,
+    /// The reader's deadline passed first.
+    Deadline,
+    /// The channel ended; with why, when the worker broke the protocol.
+    Ended(Option<String>),
+}
+
+impl<I, O> Connection<I, O> {
+    /// Wakes the threads in `Reply::wait`, after requests were completed outside a read.
+    pub(super) fn wake_waiters(&self) {
+        let waiting = lock(&self.turns.turns).waiters > 0;
+        if waiting {
+            self.turns.waiter_turn.notify_all();
+        }
+    }
+
+    /// A future returned `Pending`: the reader thread reads for it.
+    pub(super) fn future_waits(&self) {
+        let mut turns = lock(&self.turns.turns);
+        if !turns.futures {
+            turns.futures = true;
+            drop(turns);
+            self.turns.reader_turn.notify_all();
+        }
+    }
+}
+
+impl<I: IpcValue, O: IpcValue> Connection<I, O> {
+    /// Reads one message, unless `deadline` passes first.
+    fn read_message(&self, receiver: &Receiver<O>, deadline: Option<Instant>) -> Read {
+        let limit = self.settings.max_message;
+        let received = match self.turns.socket {
+            Some(socket) => {
+                if deadline.is_some() && !socket.wait_readable(deadline) {
+                    return Read::Deadline;
+                }
+                if let Err(reason) = socket.check_next(limit) {
+                    return Read::Ended(Some(reason));
+                }
+                with_limit(limit, || recv_guarded(receiver))
+            }
+            None => match deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match with_limit(limit, || receiver.try_recv_timeout(left)) {
+                        Ok(message) => Ok(message),
+                        Err(TryRecvError::Empty) => return Read::Deadline,
+                        Err(TryRecvError::IpcError(e)) => Err(e),
+                    }
+                }
+                None => with_limit(limit, || recv_guarded(receiver)),
+            },
+        };
+        match received {
+            Ok(Framed { value, .. }) => {
+                match value {
+                    ToApp::Answers(answers) => self.answer(answers),
+                    ToApp::Panicked { message, location } => self.panicked(message, location),
+                }
+                Read::Message
+            }
+            Err(IpcError::Disconnected) => Read::Ended(None),
+            Err(IpcError::SerializationError(e)) => {
+                Read::Ended(Some(format!("it sent a message that does not decode: {e}")))
+            }
+            Err(IpcError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Read::Ended(Some(e.to_string()))
+            }
+            Err(IpcError::Io(e)) => Read::Ended(Some(format!("reading its channel failed: {e}"))),
+        }
+    }
+
+    /// Reads with `receiver` (taken from the turns) once and gives it back, waking the threads
+    /// in `Reply::wait` other than the reader (`by_waiter`), whose requests may be answered or
+    /// who may read next; settles the worker's fate if the channel ended.
+    fn take_turn(&self, receiver: Receiver<O>, by_waiter: bool, deadline: Option<Instant>) {
+        match self.read_message(&receiver, deadline) {
+            Read::Message | Read::Deadline => {
+                let others = {
+                    let mut turns = lock(&self.turns.turns);
+                    turns.receiver = Some(receiver);
+                    turns.waiters - usize::from(by_waiter)
+                };
+                if others > 0 {
+                    self.turns.waiter_turn.notify_all();
+                }
+            }
+            Read::Ended(protocol_error) => {
+                drop(receiver);
+                self.finish(protocol_error);
+                lock(&self.turns.turns).ended = true;
+                self.turns.waiter_turn.notify_all();
+                self.turns.reader_turn.notify_all();
+            }
+        }
+    }
+
+    /// The reader thread: reads whenever no thread in `Reply::wait` does, until the channel
+    /// ends. It is woken when a future waits; otherwise it looks again every
+    /// [`IDLE_HANDOVER`] while blocking calls are about.
+    pub(super) fn read_loop(self: Arc<Self>) {
+        let mut turns = lock(&self.turns.turns);
+        loop {
+            if turns.ended {
+                return;
+            }
+            let free = turns.receiver.is_some() && turns.waiters == 0;
+            let idle = turns.last_wait.elapsed() >= IDLE_HANDOVER;
+            // With no blocking call waiting, requests still in flight belong to futures (or to
+            // replies not yet polled): read for them now. Lock order: turns, then state.
+            let pending = free && self.has_pending();
+            if free && (turns.futures || pending || idle) {
+                if let Some(receiver) = turns.receiver.take() {
+                    turns.futures = false;
+                    drop(turns);
+                    self.take_turn(receiver, false, None);
+                    turns = lock(&self.turns.turns);
+                }
+                continue;
+            }
+            let wait = if free {
+                IDLE_HANDOVER.saturating_sub(turns.last_wait.elapsed())
+            } else {
+                IDLE_HANDOVER
+            };
+            turns = self
+                .turns
+                .reader_turn
+                .wait_timeout(turns, wait.max(Duration::from_micros(100)))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// `Reply::wait`: reads the channel itself while no other thread does, until `slot` is
+    /// answered; never reads past `deadline`, when the timer fails the request.
+    pub(super) fn wait(&self, slot: &Slot<O>, deadline: Option<Instant>) -> Result<O, RunError> {
+        let mut turns = lock(&self.turns.turns);
+        turns.waiters += 1;
+        let result = loop {
+            if let Some(result) = slot.take() {
+                break result;
+            }
+            if turns.ended {
+                // Every request is settled when the channel ends; this one was taken meanwhile.
+                break Err(self.shut_down());
+            }
+            let late = deadline.is_some_and(|d| Instant::now() >= d);
+            if !late {
+                if let Some(receiver) = turns.receiver.take() {
+                    drop(turns);
+                    self.take_turn(receiver, true, deadline);
+                    turns = lock(&self.turns.turns);
+                    continue;
+                }
+            }
+            turns = match deadline {
+                // Past the deadline the timer completes the slot any moment now.
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    self.turns
+                        .waiter_turn
+                        .wait_timeout(turns, left.max(Duration::from_millis(1)))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                None => self
+                    .turns
+                    .waiter_turn
+                    .wait(turns)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
+        };
+        turns.waiters -= 1;
+        turns.last_wait = Instant::now();
+        let last = turns.waiters == 0;
+        drop(turns);
+        if last && self.has_pending() {
+            // Requests of futures are still in flight: the reader thread takes over now.
+            self.turns.reader_turn.notify_all();
+        }
+        result
+    }
+}

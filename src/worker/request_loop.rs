@@ -1,0 +1,431 @@
+//! The request loop of a worker process.
+//!
+//! Threads and what each owns:
+//! - `parallelism + 1` handler threads take turns reading the request channel (the one that is
+//!   `receiving` holds it); the thread that reads a request usually runs it itself, so a request
+//!   reaches its handler without a hand-off. At most `parallelism` handlers run at once. A thread
+//!   reads only while the queue of received requests has room (in requests and in bytes), so a
+//!   flooding app fills its own memory, not the worker's.
+//! - the control thread always reads the control channel: cancellations and the shutdown
+//!   request reach the worker even when every handler is busy and the queue is full. When the
+//!   channel closes, the app is gone and the process exits.
+//! - the main thread waits for a shutdown to drain (the request channel's `End` read, every
+//!   request answered), sends what is left and exits with code 0.
+//!
+//! A panic anywhere reports its message to the app and ends the process: from the moment the
+//! panic hook starts, no other answer is sent, and the report's own send is bounded in time.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread;
+use std::time::Duration;
+
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender, OpaqueIpcSender};
+use ipc_channel::IpcError;
+
+use super::outbox::{Outbox, MAX_BATCH};
+use super::serve::{exit_with, Handler, RequestArgs, Session, EXIT_CANNOT_SERVE};
+use crate::process::lock;
+use crate::wire::hello::RawBytes;
+use crate::wire::messages::{recv_guarded, Answer, Control, Job, Ready, ToAppRef};
+use crate::wire::transport::{Framed, FramedRef};
+use crate::IpcValue;
+
+/// Exit code of a worker process whose app broke the protocol.
+const EXIT_PROTOCOL: i32 = 3;
+/// Exit code after a panic (as Rust's own).
+const EXIT_PANIC: i32 = 101;
+/// How long a panicking worker tries to report its panic before it exits anyway.
+const PANIC_REPORT_GRACE: Duration = Duration::from_secs(2);
+
+/// Set when the panic hook starts: nothing more is sent to the app.
+static PANICKING: AtomicBool = AtomicBool::new(false);
+
+/// How much a worker process queues of what it received before it stops reading requests.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QueueLimit {
+    pub(crate) requests: usize,
+    pub(crate) bytes: usize,
+}
+
+impl Default for QueueLimit {
+    fn default() -> Self {
+        QueueLimit {
+            requests: 1024,
+            bytes: 16 << 20,
+        }
+    }
+}
+
+type Requests<I> = IpcReceiver<Framed<Vec<(u64, Job<I>)>>>;
+
+/// Serves requests until the app shuts the worker down or goes away. Never returns.
+pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler<I, O>) -> ! {
+    let Session {
+        connection,
+        mut hello,
+        parallelism,
+        queue_limit,
+    } = session;
+    let channels = ipc::channel::<Framed<Vec<(u64, Job<I>)>>>()
+        .and_then(|requests| Ok((requests, ipc::channel::<Vec<(u64, Control)>>()?)));
+    let ((requests, request_rx), (control, control_rx)) = match channels {
+        Ok(pair) => pair,
+        Err(e) => exit_with(
+            EXIT_CANNOT_SERVE,
+            &format!("cannot create the request channels: {e}"),
+        ),
+    };
+    hello.request_type = std::any::type_name::<I>().to_owned();
+    hello.response_type = std::any::type_name::<O>().to_owned();
+    if let Err(e) = connection.send(RawBytes(hello.encode())) {
+        exit_with(EXIT_CANNOT_SERVE, &format!("cannot send the hello: {e}"));
+    }
+    let connection: IpcSender<Ready> = connection.to_opaque().to();
+    // The senders move into the message and are closed here once sent: the app must hold the
+    // only copies, so that this worker sees the channels close when the app dies.
+    let ready = Ready {
+        requests: requests.to_opaque(),
+        control: control.to_opaque(),
+    };
+    if let Err(e) = connection.send(ready) {
+        exit_with(EXIT_CANNOT_SERVE, &format!("cannot send `Ready`: {e}"));
+    }
+    let answers = connection.to_opaque();
+    install_panic_hook(answers.clone());
+
+    let loop_ = Arc::new(Loop {
+        handler,
+        receiver: Mutex::new(request_rx),
+        answers,
+        outbox: Outbox::new(MAX_BATCH),
+        jobs: Mutex::new(Jobs {
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            running: HashMap::new(),
+            receiving: false,
+            closing: false,
+            ended: false,
+        }),
+        changed: Condvar::new(),
+        drained: Condvar::new(),
+        parallelism,
+        limit: queue_limit,
+    });
+    let control_loop = loop_.clone();
+    let control_thread = thread::Builder::new()
+        .name("bincrew-control".into())
+        .spawn(move || control_loop.control(control_rx));
+    // One thread more than the parallelism: while `parallelism` handlers run, one thread still
+    // reads requests (as long as the queue has room).
+    let started = (0..=parallelism)
+        .filter(|i| {
+            let loop_ = loop_.clone();
+            thread::Builder::new()
+                .name(format!("bincrew-handler-{i}"))
+                .spawn(move || loop_.work())
+                .is_ok()
+        })
+        .count();
+    if started < 2 || control_thread.is_err() {
+        exit_with(EXIT_CANNOT_SERVE, "cannot start the worker's threads");
+    }
+    // Graceful shutdown: once every request made before it is read and answered, exit.
+    let mut jobs = lock(&loop_.jobs);
+    while !jobs.is_drained() {
+        jobs = loop_
+            .drained
+            .wait(jobs)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+    drop(jobs);
+    loop_.outbox.drain(|batch| loop_.send_answers(batch));
+    std::process::exit(0);
+}
+
+/// What the threads of a worker process share.
+struct Loop<I, O> {
+    handler: Handler<I, O>,
+    /// Read by one thread at a time: the one that is `receiving`.
+    receiver: Mutex<Requests<I>>,
+    /// The worker-to-app channel.
+    answers: OpaqueIpcSender,
+    outbox: Outbox<Answer<O>>,
+    jobs: Mutex<Jobs<I>>,
+    /// Signalled for the handler threads: a request is queued, room in the queue, or nobody
+    /// reads.
+    changed: Condvar,
+    /// Signalled for the main thread once a shutdown has drained every request.
+    drained: Condvar,
+    parallelism: usize,
+    limit: QueueLimit,
+}
+
+/// A received request, not started yet.
+struct Queued<I> {
+    id: u64,
+    request: I,
+    /// Its share of the bytes of the message that carried it.
+    bytes: usize,
+}
+
+struct Jobs<I> {
+    /// Requests received and not started.
+    queue: VecDeque<Queued<I>>,
+    /// The bytes of the queued requests.
+    queued_bytes: usize,
+    /// The cancellation flags of the requests being handled.
+    running: HashMap<u64, Arc<AtomicBool>>,
+    /// A thread is reading the request channel.
+    receiving: bool,
+    /// The app asked for a shutdown.
+    closing: bool,
+    /// The request channel's `End` was read: no request follows.
+    ended: bool,
+}
+
+impl<I> Jobs<I> {
+    /// No request follows and every request is answered.
+    fn is_drained(&self) -> bool {
+        self.ended && self.queue.is_empty() && self.running.is_empty()
+    }
+
+    fn has_room(&self, limit: QueueLimit) -> bool {
+        self.queue.len() < limit.requests && self.queued_bytes < limit.bytes
+    }
+
+    /// Drops a queued request; `true` if it was queued.
+    fn withdraw(&mut self, id: u64) -> bool {
+        let Some(at) = self.queue.iter().position(|q| q.id == id) else {
+            return false;
+        };
+        if let Some(queued) = self.queue.remove(at) {
+            self.queued_bytes -= queued.bytes;
+        }
+        true
+    }
+}
+
+enum Next<I> {
+    Handle(u64, I, Arc<AtomicBool>),
+    Receive,
+    Stop,
+}
+
+impl<I: IpcValue, O: IpcValue> Loop<I, O> {
+    /// One handler thread's life: handle a queued request when a handler slot is free, else
+    /// read the request channel if nobody is and the queue has room, else wait.
+    fn work(&self) {
+        loop {
+            let next = {
+                let mut jobs = lock(&self.jobs);
+                loop {
+                    if !jobs.queue.is_empty() && jobs.running.len() < self.parallelism {
+                        if let Some(queued) = jobs.queue.pop_front() {
+                            jobs.queued_bytes -= queued.bytes;
+                            let cancelled = Arc::new(AtomicBool::new(false));
+                            jobs.running.insert(queued.id, cancelled.clone());
+                            break Next::Handle(queued.id, queued.request, cancelled);
+                        }
+                    }
+                    if jobs.is_drained() {
+                        break Next::Stop;
+                    }
+                    if !jobs.receiving && !jobs.ended && jobs.has_room(self.limit) {
+                        jobs.receiving = true;
+                        break Next::Receive;
+                    }
+                    jobs = self
+                        .changed
+                        .wait(jobs)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+            };
+            match next {
+                Next::Handle(id, request, cancelled) => self.handle(id, request, cancelled),
+                Next::Receive => self.receive(),
+                Next::Stop => return,
+            }
+        }
+    }
+
+    fn handle(&self, id: u64, request: I, cancelled: Arc<AtomicBool>) {
+        let response = (self.handler)(RequestArgs {
+            request,
+            id,
+            cancelled,
+        });
+        // Queued before the request stops counting as running, so a shutdown waits for it.
+        self.outbox.push(Answer::Done { id, response });
+        let (more, drained) = {
+            let mut jobs = lock(&self.jobs);
+            jobs.running.remove(&id);
+            (!jobs.queue.is_empty(), jobs.is_drained())
+        };
+        if more {
+            // A handler slot is free for a queued request: another thread may start it while
+            // this one sends, and answers finished meanwhile share the message.
+            self.changed.notify_one();
+        }
+        if drained {
+            self.drained.notify_all();
+        }
+        self.outbox.flush(|batch| self.send_answers(batch));
+    }
+
+    fn receive(&self) {
+        let message = recv_guarded(&lock(&self.receiver));
+        let (queued, drained) = {
+            let mut jobs = lock(&self.jobs);
+            jobs.receiving = false;
+            match message {
+                Ok(Framed { value: items, len }) => {
+                    let share = len / items.len().max(1);
+                    for (id, job) in items {
+                        match job {
+                            Job::Run(request) => {
+                                jobs.queued_bytes += share;
+                                jobs.queue.push_back(Queued {
+                                    id,
+                                    request,
+                                    bytes: share,
+                                });
+                            }
+                            Job::End => jobs.ended = true,
+                        }
+                    }
+                }
+                // The app is gone: nobody is waiting for answers.
+                Err(IpcError::Disconnected) => std::process::exit(0),
+                Err(e) => exit_with(
+                    EXIT_PROTOCOL,
+                    &format!("cannot read a message from the app: {e}"),
+                ),
+            }
+            (jobs.queue.len(), jobs.is_drained())
+        };
+        // This thread takes one queued request (or reads again); wake one more thread for each
+        // other one, and so that someone reads while this thread handles.
+        for _ in 0..queued.min(self.parallelism + 1) {
+            self.changed.notify_one();
+        }
+        if drained {
+            self.drained.notify_all();
+        }
+    }
+
+    /// The control thread: applies cancellations and the shutdown request as they come.
+    fn control(&self, receiver: IpcReceiver<Vec<(u64, Control)>>) {
+        loop {
+            let items = match recv_guarded(&receiver) {
+                Ok(items) => items,
+                // The app is gone: nobody is waiting for answers.
+                Err(IpcError::Disconnected) => std::process::exit(0),
+                Err(e) => exit_with(
+                    EXIT_PROTOCOL,
+                    &format!("cannot read a control message from the app: {e}"),
+                ),
+            };
+            let mut dropped = Vec::new();
+            {
+                let mut jobs = lock(&self.jobs);
+                for (_, item) in items {
+                    match item {
+                        Control::Cancel(id) => {
+                            if let Some(flag) = jobs.running.get(&id) {
+                                flag.store(true, Ordering::Relaxed);
+                            } else if jobs.withdraw(id) {
+                                dropped.push(id);
+                            }
+                        }
+                        Control::Shutdown => jobs.closing = true,
+                    }
+                }
+            }
+            if !dropped.is_empty() {
+                // Room in the queue: a thread may read again.
+                self.changed.notify_all();
+                for id in dropped {
+                    self.outbox.push(Answer::Cancelled { id });
+                }
+                self.outbox.flush(|batch| self.send_answers(batch));
+            }
+        }
+    }
+
+    fn send_answers(&self, batch: &[Answer<O>]) {
+        if PANICKING.load(Ordering::SeqCst) {
+            // The panic hook ends the process: nothing more is sent.
+            loop {
+                thread::park();
+            }
+        }
+        let sender: IpcSender<FramedRef<'_, ToAppRef<'_, O>>> = self.answers.clone().to();
+        match sender.send(FramedRef(&ToAppRef::Answers(batch))) {
+            Ok(()) => {}
+            Err(IpcError::SerializationError(e)) => {
+                // Nothing was sent; tell the app which requests lost their responses.
+                let reason = e.to_string();
+                let failed: Vec<Answer<O>> = batch
+                    .iter()
+                    .map(|answer| Answer::EncodeFailed {
+                        id: answer.id(),
+                        reason: reason.clone(),
+                    })
+                    .collect();
+                if sender.send(FramedRef(&ToAppRef::Answers(&failed))).is_err() {
+                    std::process::exit(0);
+                }
+            }
+            // The app is gone.
+            Err(_) => std::process::exit(0),
+        }
+    }
+}
+
+/// Reports a panic's message to the app, lets the previous hook print it, and ends the process.
+fn install_panic_hook(answers: OpaqueIpcSender) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        // From here on no answer leaves: the app must not take any as a success.
+        PANICKING.store(true, Ordering::SeqCst);
+        // The report's send may block on an app that does not read: exit anyway, in time.
+        let _ = thread::Builder::new()
+            .name("bincrew-panic-exit".into())
+            .spawn(|| {
+                thread::sleep(PANIC_REPORT_GRACE);
+                exit_now(EXIT_PANIC);
+            });
+        let payload = info.payload();
+        let message = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "Box<dyn Any>".to_owned()
+        };
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        let sender: IpcSender<FramedRef<'_, ToAppRef<'_, ()>>> = answers.clone().to();
+        let _ = sender.send(FramedRef(&ToAppRef::Panicked {
+            message: &message,
+            location: location.as_deref(),
+        }));
+        previous(info);
+        exit_now(EXIT_PANIC);
+    }));
+}
+
+/// Ends the process at once, without running exit handlers (another thread may hold what they
+/// need).
+fn exit_now(code: i32) -> ! {
+    #[cfg(unix)]
+    // SAFETY: `_exit` ends the process; it touches no memory of it.
+    unsafe {
+        libc::_exit(code)
+    }
+    #[cfg(not(unix))]
+    std::process::exit(code)
+}
