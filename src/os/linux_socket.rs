@@ -255,13 +255,20 @@ fn check_packet(
             "it sent a message whose header claims {total} bytes, over the limit of {limit}"
         ));
     }
-    let mut sockets = 0;
+    // bincrew sends large messages in shared memory, never in fragments: the rest of a
+    // fragmented message comes through a second channel that `ipc-channel` reads blocking, so a
+    // worker that stops half-way would hold the reader.
+    if total > data {
+        return Err(format!(
+            "it sent a message of {total} bytes in fragments, which a bincrew worker never does"
+        ));
+    }
     for &fd in fds {
         let Some(st) = file_mode(fd) else {
             return Err("it sent a descriptor that cannot be examined".into());
         };
         match st.st_mode & libc::S_IFMT {
-            libc::S_IFSOCK => sockets += 1,
+            libc::S_IFSOCK => {}
             libc::S_IFREG => {
                 let size = usize::try_from(st.st_size).unwrap_or(usize::MAX);
                 if size > limit {
@@ -281,10 +288,6 @@ fn check_packet(
                 )
             }
         }
-    }
-    // A message in fragments names the channel the rest comes through as its last channel.
-    if total > data && sockets == 0 {
-        return Err("it sent a message in fragments without the channel for the rest".into());
     }
     Ok(())
 }
@@ -307,8 +310,9 @@ mod tests {
         // A total size of 1 TiB: `ipc-channel` would reserve it and abort.
         let huge = check_packet(&header(24, 1 << 40), 24, 0, &[], limit).unwrap_err();
         assert!(huge.contains("over the limit"), "{huge}");
-        // Fragments without the channel for the rest: `ipc-channel` would panic.
-        assert!(check_packet(&header(24, 100), 24, 0, &[], limit).is_err());
+        // Fragments: `ipc-channel` would wait for the rest (or panic without its channel).
+        let fragments = check_packet(&header(24, 100), 24, 0, &[], limit).unwrap_err();
+        assert!(fragments.contains("in fragments"), "{fragments}");
         // A header that lies about the packet: `ipc-channel` would wait for more.
         assert!(check_packet(&header(99, 8), 24, 0, &[], limit).is_err());
         assert!(check_packet(&header(0, 0), 8, 0, &[], limit).is_err());
