@@ -9,8 +9,6 @@ use std::path::PathBuf;
 
 use semver::{Version, VersionReq};
 
-use crate::error::{MismatchKind, VersionMismatch};
-
 /// Version of the messages exchanged after the handshake. Bump it whenever `protocol.rs` or the
 /// way it is encoded changes.
 pub(crate) const PROTOCOL: u32 = 1;
@@ -141,6 +139,20 @@ pub fn init(stamp: Stamp) {
 /// This binary's identity, or `None` when [`init!`](crate::init) was not called.
 pub fn build_info() -> Option<&'static BuildInfo> {
     THIS_BUILD.get()
+}
+
+/// Which identity check of the handshake failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MismatchKind {
+    /// The two sides speak different bincrew protocols or wire formats.
+    Protocol,
+    /// [`Compat::SameBuild`] failed.
+    Build,
+    /// [`Compat::SameVersion`] failed.
+    Version,
+    /// [`Compat::Semver`] failed.
+    Requirement,
 }
 
 /// What a worker must share with the app for the handshake to accept it.
@@ -284,24 +296,4 @@ fn same_build(app: &BuildInfo, worker: &BuildInfo) -> Result<(), (MismatchKind, 
         },
     };
     Err((MismatchKind::Build, fix))
-}
-
-impl VersionMismatch {
-    pub(crate) fn new(
-        worker: &str,
-        compat: &Compat,
-        app: &BuildInfo,
-        peer: &BuildInfo,
-        kind: MismatchKind,
-        fix: String,
-    ) -> Self {
-        VersionMismatch {
-            worker: worker.to_owned(),
-            compat: compat.clone(),
-            kind,
-            app: app.clone(),
-            peer: peer.clone(),
-            fix,
-        }
-    }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::build::{BuildInfo, Compat};
+use crate::build::{BuildInfo, Compat, MismatchKind};
 
 /// How a process ended: an exit code or, on Unix, a signal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,20 +124,6 @@ impl fmt::Display for WorkerCrashError {
 
 impl std::error::Error for WorkerCrashError {}
 
-/// Which identity check of the handshake failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MismatchKind {
-    /// The two sides speak different bincrew protocols or wire formats.
-    Protocol,
-    /// [`Compat::SameBuild`] failed.
-    Build,
-    /// [`Compat::SameVersion`] failed.
-    Version,
-    /// [`Compat::Semver`] failed.
-    Requirement,
-}
-
 /// The worker binary is not compatible with the app: both identities, the policy and the fix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -154,6 +140,26 @@ pub struct VersionMismatch {
     pub peer: BuildInfo,
     /// What to rebuild or redeploy.
     pub fix: String,
+}
+
+impl VersionMismatch {
+    pub(crate) fn new(
+        worker: &str,
+        compat: &Compat,
+        app: &BuildInfo,
+        peer: &BuildInfo,
+        kind: MismatchKind,
+        fix: String,
+    ) -> Self {
+        VersionMismatch {
+            worker: worker.to_owned(),
+            compat: compat.clone(),
+            kind,
+            app: app.clone(),
+            peer: peer.clone(),
+            fix,
+        }
+    }
 }
 
 impl fmt::Display for VersionMismatch {

@@ -61,7 +61,11 @@ mod worker;
 
 // Old paths, until every module names the new ones.
 use wire::{hello, messages as protocol};
-use worker::serve;
+mod serve {
+    pub(crate) use crate::worker::exit::{exit_with, EXIT_CANNOT_SERVE};
+    #[cfg(test)]
+    pub(crate) use crate::worker::ENTRY_MARKER;
+}
 
 #[cfg(unix)]
 #[path = "os/unix.rs"]
@@ -78,10 +82,8 @@ mod os_socket;
 mod os_socket;
 
 pub use app::{PoolBuilder, Reply, RunOptions, Worker, WorkerBuilder, WorkerPool};
-pub use build::{build_info, BuildInfo, Compat};
-pub use error::{
-    ExitInfo, MismatchKind, RunError, ShutdownError, StartError, VersionMismatch, WorkerCrashError,
-};
+pub use build::{build_info, BuildInfo, Compat, MismatchKind};
+pub use error::{ExitInfo, RunError, ShutdownError, StartError, VersionMismatch, WorkerCrashError};
 pub use probe::{probe_binary, probe_worker, BinaryProbe, WorkerProbe};
 pub use shared::SharedBuffer;
 pub use worker::{run_worker, run_worker_blocking, CancelToken, RequestArgs, Workers};

@@ -5,8 +5,9 @@ use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::connection::Settings;
 use super::lane::DEFAULT_MAX_BATCH;
-use super::worker::{Settings, Worker};
+use super::worker::Worker;
 use crate::build::Compat;
 use crate::error::StartError;
 use crate::locate::Locate;
@@ -56,6 +57,25 @@ impl<I, O> Clone for WorkerBuilder<I, O> {
             max_message: self.max_message,
             types: PhantomData,
         }
+    }
+}
+
+impl<I: IpcValue, O: IpcValue> Worker<I, O> {
+    /// A builder for worker `name`, to set a dedicated binary, arguments, environment,
+    /// [`Compat`](crate::Compat) policy or timeouts.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), bincrew::StartError> {
+    /// use std::time::Duration;
+    /// let worker = bincrew::Worker::<Vec<u8>, u64>::builder("hash")
+    ///     .binary("hasher")
+    ///     .compat(bincrew::Compat::SameVersion)
+    ///     .connect_timeout(Duration::from_secs(5))
+    ///     .start_blocking()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(name: impl Into<String>) -> WorkerBuilder<I, O> {
+        WorkerBuilder::new(name.into())
     }
 }
 

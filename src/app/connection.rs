@@ -23,15 +23,25 @@ use std::time::{Duration, Instant};
 use ipc_channel::ipc::{IpcSender, OpaqueIpcSender};
 
 use super::lane::{Flushed, Lane, Sink};
-use super::read::ReadTurns;
+use super::read::{Inbox, ReadTurns};
 use super::reply::{Link, Slot};
 use super::timer::{self, TimerKey};
-use super::worker::Settings;
 use crate::error::{RunError, ShutdownError, WorkerCrashError};
 use crate::process::{lock, Process};
 use crate::wire::messages::{Answer, Control, Job};
 use crate::wire::transport::{FramedRef, Sent, Socket};
 use crate::IpcValue;
+
+/// Settings of a started worker, from its builder.
+pub(crate) struct Settings {
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) max_batch: usize,
+    pub(crate) kill_after_timeout: Option<Duration>,
+    /// The most requests waiting to be sent before `run` fails with `Overloaded`.
+    pub(crate) max_pending: Option<usize>,
+    /// The largest message, or shared memory in one, accepted from the worker.
+    pub(crate) max_message: usize,
+}
 
 /// How long the reader waits for a worker that closed its channel to exit by itself.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -44,7 +54,7 @@ pub(crate) struct Connection<I, O> {
     request_tx: OpaqueIpcSender,
     /// `IpcSender<[(u64, Control)]>`.
     control_tx: OpaqueIpcSender,
-    pub(super) state: Mutex<State<O>>,
+    pub(super) state: Mutex<WorkerState<O>>,
     pub(super) turns: ReadTurns<O>,
     next_id: AtomicU64,
     next_control: AtomicU64,
@@ -53,7 +63,7 @@ pub(crate) struct Connection<I, O> {
     this: Weak<Connection<I, O>>,
 }
 
-pub(super) struct State<O> {
+pub(super) struct WorkerState<O> {
     pub(super) phase: Phase,
     /// Requests in flight (queued or sent), by id.
     pub(super) pending: HashMap<u64, Pending<O>>,
@@ -98,6 +108,11 @@ impl<I, O> Connection<I, O> {
         RunError::ShutDown {
             worker: self.process.name.clone(),
         }
+    }
+
+    /// Wakes the threads in `Reply::wait`, after requests were completed outside a read.
+    pub(super) fn wake_waiters(&self) {
+        self.turns.wake_waiters();
     }
 
     /// The crash report, once the worker died.
@@ -177,7 +192,7 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
             control: Lane::new(settings.max_batch, channels.control_socket),
             request_tx: channels.requests,
             control_tx: channels.control,
-            state: Mutex::new(State {
+            state: Mutex::new(WorkerState {
                 phase: Phase::Running,
                 pending: HashMap::new(),
                 abandoned: HashSet::new(),
@@ -497,11 +512,11 @@ impl<I: IpcValue, O: IpcValue> Link<O> for Connection<I, O> {
     }
 
     fn wait(&self, slot: &Slot<O>, deadline: Option<Instant>) -> Result<O, RunError> {
-        Connection::wait(self, slot, deadline)
+        self.turns.wait(self, slot, deadline)
     }
 
     fn polled(&self) {
-        self.future_waits();
+        self.turns.future_waits();
     }
 
     fn abandon(&self, id: u64) {
@@ -515,6 +530,36 @@ impl<I: IpcValue, O: IpcValue> Link<O> for Connection<I, O> {
         if self.requests.take(id).is_none() {
             self.push_control(Control::Cancel(id));
         }
+    }
+}
+
+impl<I: IpcValue, O: IpcValue> Inbox<O> for Connection<I, O> {
+    fn turns(&self) -> &ReadTurns<O> {
+        &self.turns
+    }
+
+    fn max_message(&self) -> usize {
+        self.settings.max_message
+    }
+
+    fn answer(&self, answers: Vec<Answer<O>>) {
+        Connection::answer(self, answers);
+    }
+
+    fn panicked(&self, message: String, location: Option<String>) {
+        Connection::panicked(self, message, location);
+    }
+
+    fn finish(&self, protocol_error: Option<String>) {
+        Connection::finish(self, protocol_error);
+    }
+
+    fn has_pending(&self) -> bool {
+        Connection::has_pending(self)
+    }
+
+    fn shut_down(&self) -> RunError {
+        Connection::shut_down(self)
     }
 }
 

@@ -97,7 +97,7 @@ impl<I: IpcValue, O: IpcValue> PoolBuilder<I, O> {
             state: Mutex::new(PoolState {
                 slots: workers
                     .into_iter()
-                    .map(|worker| Slot {
+                    .map(|worker| PoolSlot {
                         worker: Some(worker),
                         started_at: Instant::now(),
                         crashes_in_a_row: 0,
@@ -170,7 +170,7 @@ struct PoolInner<I, O> {
 }
 
 struct PoolState<I, O> {
-    slots: Vec<Slot<I, O>>,
+    slots: Vec<PoolSlot<I, O>>,
     /// When the restarts within the window happened.
     restarts: VecDeque<Instant>,
     restart_count: usize,
@@ -181,7 +181,7 @@ struct PoolState<I, O> {
     wakers: Vec<Waker>,
 }
 
-struct Slot<I, O> {
+struct PoolSlot<I, O> {
     worker: Option<Arc<Worker<I, O>>>,
     started_at: Instant,
     crashes_in_a_row: u32,

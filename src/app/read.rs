@@ -31,13 +31,11 @@ use std::time::{Duration, Instant};
 use ipc_channel::ipc::IpcReceiver;
 use ipc_channel::{IpcError, TryRecvError};
 
-use super::connection::Connection;
 use super::reply::Slot;
 use crate::error::RunError;
 use crate::process::lock;
-use crate::wire::messages::{recv_guarded, ToApp};
+use crate::wire::messages::{recv_guarded, Answer, ToApp};
 use crate::wire::transport::{with_limit, Framed, Socket};
-use crate::IpcValue;
 
 /// How long the reader thread leaves the channel to threads in `Reply::wait` after the last one
 /// is done, before reading it again itself: long enough for a loop of blocking calls to keep
@@ -87,6 +85,24 @@ impl<O> ReadTurns<O> {
     }
 }
 
+/// What the read turns act on: the worker's requests in flight (`Connection`).
+pub(super) trait Inbox<O>: Send + Sync {
+    /// The read turns of this worker's channel.
+    fn turns(&self) -> &ReadTurns<O>;
+    /// The largest message accepted.
+    fn max_message(&self) -> usize;
+    /// Completes the requests a batch of answers answers.
+    fn answer(&self, answers: Vec<Answer<O>>);
+    /// The worker reported a panic.
+    fn panicked(&self, message: String, location: Option<String>);
+    /// The channel ended: settles the worker's fate and fails what is in flight.
+    fn finish(&self, protocol_error: Option<String>);
+    /// Whether any request is in flight.
+    fn has_pending(&self) -> bool;
+    /// The error of a request that ended without its own result.
+    fn shut_down(&self) -> RunError;
+}
+
 /// How one read turn ended.
 enum Read {
     /// A message was read and acted on.
@@ -97,31 +113,36 @@ enum Read {
     Ended(Option<String>),
 }
 
-impl<I, O> Connection<I, O> {
+impl<O> ReadTurns<O> {
     /// Wakes the threads in `Reply::wait`, after requests were completed outside a read.
     pub(super) fn wake_waiters(&self) {
-        let waiting = lock(&self.turns.turns).waiters > 0;
+        let waiting = lock(&self.turns).waiters > 0;
         if waiting {
-            self.turns.waiter_turn.notify_all();
+            self.waiter_turn.notify_all();
         }
     }
 
     /// A future returned `Pending`: the reader thread reads for it.
     pub(super) fn future_waits(&self) {
-        let mut turns = lock(&self.turns.turns);
+        let mut turns = lock(&self.turns);
         if !turns.futures {
             turns.futures = true;
             drop(turns);
-            self.turns.reader_turn.notify_all();
+            self.reader_turn.notify_all();
         }
     }
 }
 
-impl<I: IpcValue, O: IpcValue> Connection<I, O> {
+impl<O: serde::de::DeserializeOwned + serde::Serialize> ReadTurns<O> {
     /// Reads one message, unless `deadline` passes first.
-    fn read_message(&self, receiver: &Receiver<O>, deadline: Option<Instant>) -> Read {
-        let limit = self.settings.max_message;
-        let received = match self.turns.socket {
+    fn read_message(
+        &self,
+        inbox: &dyn Inbox<O>,
+        receiver: &Receiver<O>,
+        deadline: Option<Instant>,
+    ) -> Read {
+        let limit = inbox.max_message();
+        let received = match self.socket {
             Some(socket) => {
                 if deadline.is_some() && !socket.wait_readable(deadline) {
                     return Read::Deadline;
@@ -146,8 +167,8 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
         match received {
             Ok(Framed { value, .. }) => {
                 match value {
-                    ToApp::Answers(answers) => self.answer(answers),
-                    ToApp::Panicked { message, location } => self.panicked(message, location),
+                    ToApp::Answers(answers) => inbox.answer(answers),
+                    ToApp::Panicked { message, location } => inbox.panicked(message, location),
                 }
                 Read::Message
             }
@@ -165,24 +186,30 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
     /// Reads with `receiver` (taken from the turns) once and gives it back, waking the threads
     /// in `Reply::wait` other than the reader (`by_waiter`), whose requests may be answered or
     /// who may read next; settles the worker's fate if the channel ended.
-    fn take_turn(&self, receiver: Receiver<O>, by_waiter: bool, deadline: Option<Instant>) {
-        match self.read_message(&receiver, deadline) {
+    fn take_turn(
+        &self,
+        inbox: &dyn Inbox<O>,
+        receiver: Receiver<O>,
+        by_waiter: bool,
+        deadline: Option<Instant>,
+    ) {
+        match self.read_message(inbox, &receiver, deadline) {
             Read::Message | Read::Deadline => {
                 let others = {
-                    let mut turns = lock(&self.turns.turns);
+                    let mut turns = lock(&self.turns);
                     turns.receiver = Some(receiver);
                     turns.waiters - usize::from(by_waiter)
                 };
                 if others > 0 {
-                    self.turns.waiter_turn.notify_all();
+                    self.waiter_turn.notify_all();
                 }
             }
             Read::Ended(protocol_error) => {
                 drop(receiver);
-                self.finish(protocol_error);
-                lock(&self.turns.turns).ended = true;
-                self.turns.waiter_turn.notify_all();
-                self.turns.reader_turn.notify_all();
+                inbox.finish(protocol_error);
+                lock(&self.turns).ended = true;
+                self.waiter_turn.notify_all();
+                self.reader_turn.notify_all();
             }
         }
     }
@@ -190,8 +217,9 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
     /// The reader thread: reads whenever no thread in `Reply::wait` does, until the channel
     /// ends. It is woken when a future waits; otherwise it looks again every
     /// [`IDLE_HANDOVER`] while blocking calls are about.
-    pub(super) fn read_loop(self: Arc<Self>) {
-        let mut turns = lock(&self.turns.turns);
+    pub(super) fn read_loop(inbox: Arc<dyn Inbox<O>>) {
+        let this = inbox.turns();
+        let mut turns = lock(&this.turns);
         loop {
             if turns.ended {
                 return;
@@ -200,13 +228,13 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
             let idle = turns.last_wait.elapsed() >= IDLE_HANDOVER;
             // With no blocking call waiting, requests still in flight belong to futures (or to
             // replies not yet polled): read for them now. Lock order: turns, then state.
-            let pending = free && self.has_pending();
+            let pending = free && inbox.has_pending();
             if free && (turns.futures || pending || idle) {
                 if let Some(receiver) = turns.receiver.take() {
                     turns.futures = false;
                     drop(turns);
-                    self.take_turn(receiver, false, None);
-                    turns = lock(&self.turns.turns);
+                    this.take_turn(&*inbox, receiver, false, None);
+                    turns = lock(&this.turns);
                 }
                 continue;
             }
@@ -215,8 +243,7 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
             } else {
                 IDLE_HANDOVER
             };
-            turns = self
-                .turns
+            turns = this
                 .reader_turn
                 .wait_timeout(turns, wait.max(Duration::from_micros(100)))
                 .unwrap_or_else(PoisonError::into_inner)
@@ -226,8 +253,13 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
 
     /// `Reply::wait`: reads the channel itself while no other thread does, until `slot` is
     /// answered; never reads past `deadline`, when the timer fails the request.
-    pub(super) fn wait(&self, slot: &Slot<O>, deadline: Option<Instant>) -> Result<O, RunError> {
-        let mut turns = lock(&self.turns.turns);
+    pub(super) fn wait(
+        &self,
+        inbox: &dyn Inbox<O>,
+        slot: &Slot<O>,
+        deadline: Option<Instant>,
+    ) -> Result<O, RunError> {
+        let mut turns = lock(&self.turns);
         turns.waiters += 1;
         let result = loop {
             if let Some(result) = slot.take() {
@@ -235,14 +267,14 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
             }
             if turns.ended {
                 // Every request is settled when the channel ends; this one was taken meanwhile.
-                break Err(self.shut_down());
+                break Err(inbox.shut_down());
             }
             let late = deadline.is_some_and(|d| Instant::now() >= d);
             if !late {
                 if let Some(receiver) = turns.receiver.take() {
                     drop(turns);
-                    self.take_turn(receiver, true, deadline);
-                    turns = lock(&self.turns.turns);
+                    self.take_turn(inbox, receiver, true, deadline);
+                    turns = lock(&self.turns);
                     continue;
                 }
             }
@@ -250,14 +282,12 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
                 // Past the deadline the timer completes the slot any moment now.
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    self.turns
-                        .waiter_turn
+                    self.waiter_turn
                         .wait_timeout(turns, left.max(Duration::from_millis(1)))
                         .unwrap_or_else(PoisonError::into_inner)
                         .0
                 }
                 None => self
-                    .turns
                     .waiter_turn
                     .wait(turns)
                     .unwrap_or_else(PoisonError::into_inner),
@@ -267,9 +297,9 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
         turns.last_wait = Instant::now();
         let last = turns.waiters == 0;
         drop(turns);
-        if last && self.has_pending() {
+        if last && inbox.has_pending() {
             // Requests of futures are still in flight: the reader thread takes over now.
-            self.turns.reader_turn.notify_all();
+            self.reader_turn.notify_all();
         }
         result
     }

@@ -107,14 +107,14 @@ pub struct Reply<O> {
 
 enum Stage<O> {
     /// Sent (or queued) to a worker.
-    Sent(Sent<O>),
+    Sent(OnWorker<O>),
     /// Waiting for a pool worker to send it to.
     Dispatch,
     Done(Result<O, RunError>),
     Taken,
 }
 
-struct Sent<O> {
+struct OnWorker<O> {
     slot: Arc<Slot<O>>,
     id: u64,
     deadline: Option<Instant>,
@@ -136,7 +136,7 @@ impl<O> Reply<O> {
         link: Arc<dyn Link<O>>,
     ) -> Self {
         Reply {
-            stage: Stage::Sent(Sent {
+            stage: Stage::Sent(OnWorker {
                 slot,
                 id,
                 deadline,

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use super::builder::WorkerBuilder;
-use super::connection::{Channels, Connection};
+use super::connection::{Channels, Connection, Settings};
+use super::read::ReadTurns;
 use super::reply::Reply;
 use crate::build::BuildInfo;
 use crate::error::{RunError, ShutdownError, StartError, WorkerCrashError};
@@ -33,17 +33,6 @@ impl RunOptions {
         self.timeout = Some(timeout);
         self
     }
-}
-
-/// Settings of a started worker, from its builder.
-pub(crate) struct Settings {
-    pub(crate) shutdown_grace: Duration,
-    pub(crate) max_batch: usize,
-    pub(crate) kill_after_timeout: Option<Duration>,
-    /// The most requests waiting to be sent before `run` fails with `Overloaded`.
-    pub(crate) max_pending: Option<usize>,
-    /// The largest message, or shared memory in one, accepted from the worker.
-    pub(crate) max_message: usize,
 }
 
 /// A running worker process that answers requests of type `I` with responses of type `O`.
@@ -102,23 +91,6 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
         Self::builder(name).start_blocking()
     }
 
-    /// A builder for worker `name`, to set a dedicated binary, arguments, environment,
-    /// [`Compat`](crate::Compat) policy or timeouts.
-    ///
-    /// ```no_run
-    /// # fn demo() -> Result<(), bincrew::StartError> {
-    /// use std::time::Duration;
-    /// let worker = bincrew::Worker::<Vec<u8>, u64>::builder("hash")
-    ///     .binary("hasher")
-    ///     .compat(bincrew::Compat::SameVersion)
-    ///     .connect_timeout(Duration::from_secs(5))
-    ///     .start_blocking()?;
-    /// # Ok(()) }
-    /// ```
-    pub fn builder(name: impl Into<String>) -> WorkerBuilder<I, O> {
-        WorkerBuilder::new(name.into())
-    }
-
     /// Wraps a worker that completed the handshake, and starts its reader thread.
     pub(crate) fn connected(
         name: String,
@@ -140,7 +112,7 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
         let reader_inner = inner.clone();
         let reader = thread::Builder::new()
             .name(format!("bincrew-reader-{name}"))
-            .spawn(move || reader_inner.read_loop());
+            .spawn(move || ReadTurns::read_loop(reader_inner));
         if let Err(source) = reader {
             inner.close();
             return Err(StartError::Ipc {

@@ -16,13 +16,13 @@ use crate::process::lock;
 pub(crate) const MAX_BATCH: usize = 16;
 
 pub(crate) struct Outbox<T> {
-    state: Mutex<State<T>>,
+    state: Mutex<OutboxState<T>>,
     /// Signalled when a sender stops.
     idle: Condvar,
     max_batch: usize,
 }
 
-struct State<T> {
+struct OutboxState<T> {
     queue: VecDeque<T>,
     sending: bool,
 }
@@ -40,7 +40,7 @@ impl<T> Drop for Sending<'_, T> {
 impl<T> Outbox<T> {
     pub(crate) fn new(max_batch: usize) -> Self {
         Outbox {
-            state: Mutex::new(State {
+            state: Mutex::new(OutboxState {
                 queue: VecDeque::new(),
                 sending: false,
             }),

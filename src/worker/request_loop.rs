@@ -24,18 +24,15 @@ use std::time::Duration;
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender, OpaqueIpcSender};
 use ipc_channel::IpcError;
 
+use super::exit::{exit_now, exit_with, EXIT_CANNOT_SERVE, EXIT_PANIC, EXIT_PROTOCOL};
 use super::outbox::{Outbox, MAX_BATCH};
-use super::serve::{exit_with, Handler, RequestArgs, Session, EXIT_CANNOT_SERVE};
+use super::RequestArgs;
 use crate::process::lock;
-use crate::wire::hello::RawBytes;
+use crate::wire::hello::{Hello, RawBytes};
 use crate::wire::messages::{recv_guarded, Answer, Control, Job, Ready, ToAppRef};
 use crate::wire::transport::{Framed, FramedRef};
 use crate::IpcValue;
 
-/// Exit code of a worker process whose app broke the protocol.
-const EXIT_PROTOCOL: i32 = 3;
-/// Exit code after a panic (as Rust's own).
-const EXIT_PANIC: i32 = 101;
 /// How long a panicking worker tries to report its panic before it exits anyway.
 const PANIC_REPORT_GRACE: Duration = Duration::from_secs(2);
 
@@ -59,6 +56,16 @@ impl Default for QueueLimit {
 }
 
 type Requests<I> = IpcReceiver<Framed<Vec<(u64, Job<I>)>>>;
+
+pub(crate) type Handler<I, O> = Arc<dyn Fn(RequestArgs<I>) -> O + Send + Sync>;
+
+/// What a worker needs once its process knows it serves it.
+pub(super) struct Session {
+    pub(super) connection: IpcSender<RawBytes>,
+    pub(super) hello: Hello,
+    pub(super) parallelism: usize,
+    pub(super) queue_limit: QueueLimit,
+}
 
 /// Serves requests until the app shuts the worker down or goes away. Never returns.
 pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler<I, O>) -> ! {
@@ -416,16 +423,4 @@ fn install_panic_hook(answers: OpaqueIpcSender) {
         previous(info);
         exit_now(EXIT_PANIC);
     }));
-}
-
-/// Ends the process at once, without running exit handlers (another thread may hold what they
-/// need).
-fn exit_now(code: i32) -> ! {
-    #[cfg(unix)]
-    // SAFETY: `_exit` ends the process; it touches no memory of it.
-    unsafe {
-        libc::_exit(code)
-    }
-    #[cfg(not(unix))]
-    std::process::exit(code)
 }

@@ -10,14 +10,15 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 
 use ipc_channel::ipc::IpcSender;
 
-use super::request_loop::{serve, QueueLimit};
+use super::exit::{exit_with, EXIT_CANNOT_SERVE};
+use super::request_loop::{serve, Handler, QueueLimit, Session};
+use super::RequestArgs;
 use crate::build::build_info;
 use crate::env::WorkerEnv;
 use crate::wire::hello::{Hello, RawBytes, Status};
@@ -25,69 +26,6 @@ use crate::IpcValue;
 
 /// Identifies executables that serve workers (see `process::looks_like_worker`).
 pub(crate) static ENTRY_MARKER: &[u8] = b"bincrew-worker-entry-point/1";
-
-/// Exit code of a worker process that cannot serve what it was started for.
-pub(crate) const EXIT_CANNOT_SERVE: i32 = 2;
-
-/// What a handler receives: the request, and details about it.
-#[non_exhaustive]
-pub struct RequestArgs<I> {
-    /// The request.
-    pub request: I,
-    pub(super) id: u64,
-    pub(super) cancelled: Arc<AtomicBool>,
-}
-
-impl<I> RequestArgs<I> {
-    /// The request's id, unique among the requests of one worker process.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// Whether the app gave up on this request: its reply was dropped or it timed out. The
-    /// answer will be thrown away, so a long handler should check this now and then and return
-    /// early (with any value). The app may kill a worker whose handler ignores it (see
-    /// [`WorkerBuilder::kill_after_timeout`](crate::WorkerBuilder::kill_after_timeout)).
-    pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed)
-    }
-
-    /// A handle on [`is_cancelled`](Self::is_cancelled) that outlives `self`, for handlers that
-    /// take the request out of the arguments.
-    pub fn cancel_token(&self) -> CancelToken {
-        CancelToken(self.cancelled.clone())
-    }
-}
-
-/// Whether the app gave up on a request; from [`RequestArgs::cancel_token`].
-#[derive(Clone, Debug)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    /// Same as [`RequestArgs::is_cancelled`].
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-impl<I: fmt::Debug> fmt::Debug for RequestArgs<I> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequestArgs")
-            .field("request", &self.request)
-            .field("id", &self.id)
-            .finish()
-    }
-}
-
-pub(super) type Handler<I, O> = Arc<dyn Fn(RequestArgs<I>) -> O + Send + Sync>;
-
-/// What a worker needs once its process knows it serves it.
-pub(super) struct Session {
-    pub(super) connection: IpcSender<RawBytes>,
-    pub(super) hello: Hello,
-    pub(super) parallelism: usize,
-    pub(super) queue_limit: QueueLimit,
-}
 
 struct Entry {
     name: String,
@@ -336,11 +274,6 @@ where
     F: Fn(RequestArgs<I>) -> O + Send + Sync + 'static,
 {
     Workers::new().blocking_worker(name, handler).run();
-}
-
-pub(crate) fn exit_with(code: i32, message: &str) -> ! {
-    eprintln!("bincrew worker: {message}");
-    std::process::exit(code)
 }
 
 /// Drives a handler's future on the current thread.

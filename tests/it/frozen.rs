@@ -33,6 +33,18 @@ fn signal(pid: u32, signal: i32) {
     assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
 }
 
+/// Stops a worker process with SIGSTOP and waits until it is stopped.
+fn stop(pid: u32) {
+    signal(pid, libc::SIGSTOP);
+    eventually("the worker is stopped", || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                == Some("T")
+        })
+    });
+}
+
 /// Polls a reply once: sends its request (without waiting), and tells whether it is done.
 fn poll_once<O>(reply: &mut Reply<O>) -> Poll<Result<O, RunError>> {
     let mut cx = Context::from_waker(futures::task::noop_waker_ref());
@@ -45,7 +57,9 @@ fn flood(worker: &Worker<Request, Response>, n: usize) -> Vec<Reply<Response>> {
         .map(|i| worker.run(Request::Echo(format!("{i:01024}"))))
         .collect();
     for reply in &mut replies {
-        assert!(poll_once(reply).is_pending());
+        if let Poll::Ready(result) = poll_once(reply) {
+            panic!("a request to a stopped worker ended: {result:?}");
+        }
     }
     replies
 }
@@ -57,7 +71,7 @@ fn big_request() -> Request {
 #[test]
 fn a_timeout_fires_on_time_while_a_stopped_worker_holds_the_channel() {
     let worker = start_misbehave();
-    signal(worker.id(), libc::SIGSTOP);
+    stop(worker.id());
     let worker = std::sync::Arc::new(worker);
     let flooded = flood(&worker, 2000);
     let w = worker.clone();
@@ -101,7 +115,7 @@ fn a_timeout_fires_on_time_while_a_stopped_worker_holds_the_channel() {
 #[test]
 fn an_executor_thread_is_never_held_by_a_stopped_worker() {
     let worker = start_misbehave();
-    signal(worker.id(), libc::SIGSTOP);
+    stop(worker.id());
     let flooded = flood(&worker, 2000);
     let worker = std::sync::Arc::new(worker);
     let w = worker.clone();
@@ -122,7 +136,7 @@ fn an_executor_thread_is_never_held_by_a_stopped_worker() {
 fn one_stopped_worker_never_delays_another_workers_timeouts() {
     let frozen = start_misbehave();
     let healthy = start_misbehave();
-    signal(frozen.id(), libc::SIGSTOP);
+    stop(frozen.id());
     let flooded = flood(&frozen, 2000);
     // Timeouts on the stopped worker: each sends a cancellation, which cannot get through.
     let replies: Vec<_> = (0..200)
@@ -165,7 +179,7 @@ fn shutdown_of_a_stopped_worker_kills_it_after_the_grace_period() {
         .shutdown_grace(Duration::from_secs(1))
         .start_blocking()
         .expect("starts");
-    signal(worker.id(), libc::SIGSTOP);
+    stop(worker.id());
     let flooded = flood(&worker, 2000);
     let pid = worker.id();
     let result = watchdog("shutdown_blocking", move || {
@@ -184,7 +198,7 @@ fn shutdown_of_a_stopped_worker_kills_it_after_the_grace_period() {
 fn dropping_a_stopped_worker_returns_at_once_and_the_process_goes() {
     let worker = start_misbehave();
     let pid = worker.id();
-    signal(pid, libc::SIGSTOP);
+    stop(pid);
     let flooded = flood(&worker, 2000);
     let results = watchdog("dropping the worker", move || {
         drop(worker);
@@ -292,7 +306,7 @@ fn a_limit_on_pending_requests_fails_further_requests_at_once() {
         .max_pending(100)
         .start_blocking()
         .expect("starts");
-    signal(worker.id(), libc::SIGSTOP);
+    stop(worker.id());
     let mut replies = Vec::new();
     let overloaded = loop {
         assert!(replies.len() < 100_000, "never overloaded");

@@ -645,6 +645,15 @@ fn frozen_phase(requests: usize) -> Duration {
     let (frozen, healthy) = (start(), start());
     // SAFETY: a signal to a child process of this app.
     unsafe { libc::kill(frozen.id() as i32, libc::SIGSTOP) };
+    // The signal takes effect a moment later: wait until the process is stopped.
+    let stat = format!("/proc/{}/stat", frozen.id());
+    while !std::fs::read_to_string(&stat).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            == Some("T")
+    }) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let stop = std::sync::atomic::AtomicBool::new(false);
     let worst = std::thread::scope(|scope| {
         scope.spawn(|| {
@@ -687,7 +696,7 @@ fn frozen_phase(requests: usize) -> Duration {
 }
 
 /// Runs `requests` requests with a one-hour timeout, answered at once, and prints how much the
-/// app's resident memory grew (in KiB) once the first 10,000 have warmed it up.
+/// app's resident memory grew (in KiB) once the first 200,000 have warmed it up.
 fn timer_residue(requests: usize) {
     let worker = Worker::<Request, Response>::builder(WORKER)
         .forward_stderr(false)
@@ -696,7 +705,11 @@ fn timer_residue(requests: usize) {
             println!("start failed: {e}");
             std::process::exit(1)
         });
-    let hour = bincrew::RunOptions::new().timeout(Duration::from_secs(3600));
+    let hour = if std::env::var_os("MISBEHAVE_NO_TIMEOUT").is_some() {
+        bincrew::RunOptions::new()
+    } else {
+        bincrew::RunOptions::new().timeout(Duration::from_secs(3600))
+    };
     let run = |n: usize| {
         let mut done = 0;
         while done < n {
@@ -713,15 +726,22 @@ fn timer_residue(requests: usize) {
             done += window;
         }
     };
-    run(10_000);
+    // Warm up: every thread's allocator arena and every table at its working size.
+    run(200_000);
     let before = rss_kib();
     run(requests);
     let after = rss_kib();
     println!("rss-growth-kib {}", after.saturating_sub(before));
 }
 
-/// This process's resident memory in KiB.
+/// This process's resident memory in KiB, after giving freed memory back to the system (so
+/// that what is measured is what is still in use, not how the allocator keeps its free pages).
 fn rss_kib() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
