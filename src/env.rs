@@ -1,5 +1,17 @@
 //! The environment contract between an app and the worker processes it starts: the variables
 //! the app sets, and how a worker takes them. Both sides use this module; neither owns it.
+//!
+//! The *protocol variables* ([`PROTOCOL_VARS`]) belong to one start: the app sets them for the
+//! worker it is starting and for nothing else. The app never passes on the ones it inherited
+//! itself (a `BINCREW_PARALLELISM` left in a shell would otherwise cap every worker), and the
+//! worker removes them as it takes them, so that the processes it starts are not taken for
+//! workers. The token is also blanked in the worker's initial environment block where the
+//! platform shows that block to other processes (`/proc/<pid>/environ` on Linux).
+//!
+//! The other `BINCREW_` variables (`BINCREW_EXE_*`, `BINCREW_CONNECT_TIMEOUT`) configure an app
+//! and pass through to workers like any variable, for a worker that is itself an app.
+
+use std::ffi::OsStr;
 
 use crate::serve::{exit_with, EXIT_CANNOT_SERVE};
 
@@ -16,6 +28,20 @@ pub(crate) const APP_PID_ENV: &str = "BINCREW_APP_PID";
 /// The app's connect timeout, when the builder does not set one.
 pub(crate) const TIMEOUT_ENV: &str = "BINCREW_CONNECT_TIMEOUT";
 
+/// The variables an app sets for one start of one worker, and no process may inherit.
+pub(crate) const PROTOCOL_VARS: [&str; 5] = [
+    WORKER_ENV,
+    SERVER_ENV,
+    TOKEN_ENV,
+    PARALLELISM_ENV,
+    APP_PID_ENV,
+];
+
+/// What to do about protocol variables found where no app put them.
+const STRAY_FIX: &str = "if this program was not started by a bincrew app, a bincrew variable was \
+     left in its environment: unset BINCREW_WORKER, BINCREW_SERVER, BINCREW_TOKEN and \
+     BINCREW_APP_PID where it is started";
+
 /// The environment the app sets for a worker process.
 pub(crate) struct WorkerEnv {
     pub(crate) worker: String,
@@ -26,7 +52,10 @@ pub(crate) struct WorkerEnv {
 
 impl WorkerEnv {
     /// Reads the worker variables and removes them, so that processes this worker starts are
-    /// not mistaken for workers.
+    /// not mistaken for workers; `None` when this process is not a worker.
+    ///
+    /// A process that has `BINCREW_WORKER` but was not started by a bincrew app (the variable
+    /// was left in its environment) exits with a message naming the variable and the fix.
     pub(crate) fn take() -> Option<WorkerEnv> {
         let worker = std::env::var(WORKER_ENV).ok()?;
         let server = std::env::var(SERVER_ENV).ok();
@@ -38,22 +67,29 @@ impl WorkerEnv {
         let app_pid = std::env::var(APP_PID_ENV)
             .ok()
             .and_then(|pid| pid.parse::<u32>().ok());
-        for key in [
-            WORKER_ENV,
-            SERVER_ENV,
-            TOKEN_ENV,
-            PARALLELISM_ENV,
-            APP_PID_ENV,
-        ] {
+        // The token first, blanked where other processes could read it.
+        crate::os::remove_secret_env(TOKEN_ENV);
+        for key in PROTOCOL_VARS {
             std::env::remove_var(key);
         }
-        crate::os::die_with_parent(app_pid);
+        if !crate::os::die_with_parent(app_pid) {
+            let app = app_pid.map_or_else(String::new, |pid| format!(" {pid}"));
+            exit_with(
+                EXIT_CANNOT_SERVE,
+                &format!(
+                    "this process was started as worker `{worker}` ({WORKER_ENV}) by app \
+                     process{app} ({APP_PID_ENV}), which is not its parent: its app has already \
+                     exited, or {STRAY_FIX}"
+                ),
+            );
+        }
         let Some(server) = server else {
             exit_with(
                 EXIT_CANNOT_SERVE,
                 &format!(
-                    "this process was started as worker `{worker}` without a handshake server: \
-                     bincrew workers are started by their app"
+                    "this process was started as worker `{worker}` ({WORKER_ENV} is set) without \
+                     a handshake server ({SERVER_ENV} is not set): bincrew workers are started by \
+                     their app; {STRAY_FIX}"
                 ),
             );
         };
@@ -63,5 +99,21 @@ impl WorkerEnv {
             token,
             parallelism,
         })
+    }
+}
+
+/// Whether `key` is a protocol variable.
+pub(crate) fn is_protocol_var(key: &OsStr) -> bool {
+    PROTOCOL_VARS
+        .iter()
+        .any(|var| same_key(key, OsStr::new(var)))
+}
+
+/// Whether two environment variable names are the same variable (case-insensitive on Windows).
+pub(crate) fn same_key(a: &OsStr, b: &OsStr) -> bool {
+    if cfg!(windows) {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a == b
     }
 }

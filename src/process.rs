@@ -2,17 +2,33 @@
 //!
 //! [`start`] spawns the process, accepts its connection on a thread of its own (because
 //! `IpcOneShotServer::accept` has no timeout), and waits for the hello while polling the process
-//! for an early exit and watching the connect deadline. Whatever goes wrong, the process is killed
-//! and reaped and the accept thread is unblocked before the error is returned.
+//! for an early exit and watching the connect deadline. At the deadline it tells a worker that
+//! never connected ([`StartError::Timeout`]) from a handshake connection another process took
+//! and sent nothing on ([`StartError::HandshakeTaken`]), see [`Handshake::taken`]. Whatever goes
+//! wrong, the process is killed (by dropping its [`Process`]) and the accept thread is unblocked
+//! before the error is returned.
 //!
-//! [`Process`] owns the child: its handle, the thread that drains its stderr into a bounded tail,
-//! and the panic message the worker reported.
+//! The worker's environment is the app's own without the protocol variables the app inherited
+//! (see [`crate::env`]), then the builder's variables, then this start's protocol variables. The
+//! process inherits no descriptor of the app but stdin, stdout and stderr (on Linux; see
+//! `os/linux.rs`).
+//!
+//! [`Process`] owns the child: its handle, the tail of its stderr, and the panic message the
+//! worker reported. Dropping it kills the process if it still runs and never waits: a
+//! process-wide reaper reaps it. Waiting and `try_exit` read the status the reaper recorded, so
+//! several threads may wait at once.
+//!
+//! A worker's stderr is drained by one process-wide pump thread into the tail kept for crash
+//! reports; when forwarded to the app's stderr, it goes through [`Forward`], a bounded queue
+//! written by a thread of its own, so that an app whose stderr is not read never blocks the pump
+//! (nor, through it, any worker writing to its stderr).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -34,6 +50,13 @@ const LATE_HELLO_GRACE: Duration = Duration::from_millis(200);
 const STDERR_GRACE: Duration = Duration::from_millis(500);
 /// How much of stderr a crash report keeps.
 const STDERR_TAIL: usize = 16 * 1024;
+/// How long, at the connect deadline, the accept thread has to show that no other process is
+/// holding the handshake connection (see [`Handshake::taken`]).
+const TAKEN_GRACE: Duration = Duration::from_secs(1);
+/// How much worker stderr may wait to be written to the app's stderr before more is dropped.
+const FORWARD_QUEUE: usize = 1024 * 1024;
+/// How often, at most, dropped stderr is reported.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// The bytes that only an executable serving workers contains (referenced by
 /// `Workers::run`), stored reversed here so that an app which merely starts workers does not
@@ -85,6 +108,8 @@ pub(crate) struct Connected {
     pub(crate) receiver: OpaqueIpcReceiver,
     /// The app-to-worker channel, to be typed as `IpcSender<ToWorker<I>>`.
     pub(crate) requests: ipc_channel::ipc::OpaqueIpcSender,
+    /// The control channel, to be typed as `IpcSender<[(u64, Control)]>`.
+    pub(crate) control: ipc_channel::ipc::OpaqueIpcSender,
     pub(crate) hello: Hello,
     pub(crate) build: BuildInfo,
 }
@@ -118,22 +143,22 @@ pub(crate) fn start(spec: &Spec) -> Result<Started, StartError> {
     };
     let (server, server_name) = IpcOneShotServer::<RawBytes>::new().map_err(ipc_error)?;
     let token = new_token();
-    let mut env = spec.env.clone();
-    env.push((WORKER_ENV.into(), spec.name.clone().into()));
-    env.push((SERVER_ENV.into(), server_name.clone().into()));
-    env.push((TOKEN_ENV.into(), token.clone().into()));
-    env.push((APP_PID_ENV.into(), std::process::id().to_string().into()));
+    let mut protocol: Vec<(OsString, OsString)> = vec![
+        (WORKER_ENV.into(), spec.name.clone().into()),
+        (SERVER_ENV.into(), server_name.clone().into()),
+        (TOKEN_ENV.into(), token.clone().into()),
+        (APP_PID_ENV.into(), std::process::id().to_string().into()),
+    ];
     if let Some(n) = spec.parallelism {
-        env.push((PARALLELISM_ENV.into(), n.to_string().into()));
+        protocol.push((PARALLELISM_ENV.into(), n.to_string().into()));
     }
-    let process = Process::spawn(spec, &env)?;
+    let process = Process::spawn(spec, worker_env(&spec.env, protocol))?;
 
     let (events, event_rx) = mpsc::channel();
     let accept = thread::Builder::new()
         .name(format!("bincrew-accept-{}", spec.name))
         .spawn(move || accept_connection(server, events));
     if let Err(source) = accept {
-        process.kill_and_reap();
         return Err(ipc_error(source));
     }
 
@@ -143,35 +168,53 @@ pub(crate) fn start(spec: &Spec) -> Result<Started, StartError> {
         token: &token,
         process: &process,
         timeout,
+        server_name: &server_name,
+        probed: Cell::new(false),
     };
     match handshake.wait(&event_rx, Instant::now() + timeout) {
         Ok(Ok((receiver, ready, hello, build))) => Ok(Started::Connected(Box::new(Connected {
             process,
             receiver,
             requests: ready.requests,
+            control: ready.control,
             hello,
             build,
         }))),
-        Ok(Err(listed)) => {
-            // It exits by itself after an unknown-worker hello; reap it.
-            if process
-                .wait_deadline(Instant::now() + STDERR_GRACE)
-                .is_none()
-            {
-                process.kill_and_reap();
-            }
-            Ok(Started::Listed(Box::new(listed)))
-        }
+        // It exits by itself after an unknown-worker hello; dropping it makes sure.
+        Ok(Err(listed)) => Ok(Started::Listed(Box::new(listed))),
         Err(err) => {
-            process.kill_and_reap();
+            let probed = handshake.probed.get();
+            drop(process);
             // The accept thread may still be blocked in `accept`: connecting unblocks it. When it
-            // already accepted, this connect fails, and killing the process unblocked its recv.
-            if let Ok(unblock) = IpcSender::<RawBytes>::connect(server_name) {
-                let _ = unblock.send(RawBytes::default());
+            // already accepted, this connect fails, and the killed process unblocks its recv.
+            // At the deadline `taken` already connected.
+            if !probed {
+                if let Ok(unblock) = IpcSender::<RawBytes>::connect(server_name) {
+                    let _ = unblock.send(RawBytes::default());
+                }
             }
             Err(err)
         }
     }
+}
+
+/// The worker's environment: the app's own without the protocol variables it inherited (they
+/// belong to the start that set them: a `BINCREW_PARALLELISM` left in a shell would cap every
+/// worker), then the builder's variables, then this start's protocol variables.
+fn worker_env(
+    builder: &[(OsString, OsString)],
+    protocol: Vec<(OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(key, _)| !crate::env::is_protocol_var(key))
+        .collect();
+    for (key, value) in builder.iter().cloned().chain(protocol) {
+        match env.iter_mut().find(|(k, _)| crate::env::same_key(k, &key)) {
+            Some(entry) => entry.1 = value,
+            None => env.push((key, value)),
+        }
+    }
+    env
 }
 
 /// Runs on the accept thread: the hello, then `Ready`.
@@ -206,6 +249,9 @@ struct Handshake<'a> {
     token: &'a str,
     process: &'a Process,
     timeout: Duration,
+    server_name: &'a str,
+    /// Whether [`taken`](Self::taken) connected to the server.
+    probed: Cell<bool>,
 }
 
 impl Handshake<'_> {
@@ -223,7 +269,7 @@ impl Handshake<'_> {
             let wait = match exited {
                 Some((exit, until)) if now >= until => return Err(self.exited(exit)),
                 Some((_, until)) => until - now,
-                None if now >= deadline => return Err(self.timed_out()),
+                None if now >= deadline => return Err(self.timed_out(events, checked.is_some())),
                 None => (deadline - now).min(EXIT_POLL),
             };
             match events.recv_timeout(wait) {
@@ -355,8 +401,16 @@ impl Handshake<'_> {
         }
     }
 
-    fn timed_out(&self) -> StartError {
-        self.process.kill_and_reap();
+    /// At the connect deadline: the worker is killed, and the error says whether it never
+    /// connected or another process took its connection.
+    fn timed_out(&self, events: &mpsc::Receiver<Event>, hello_seen: bool) -> StartError {
+        self.process.kill();
+        if !hello_seen && self.taken(events) {
+            return StartError::HandshakeTaken {
+                worker: self.spec.name.clone(),
+                exe: self.spec.exe.clone(),
+            };
+        }
         let stderr = self.process.stderr_tail(STDERR_GRACE);
         if !looks_like_worker(&self.spec.program) {
             return StartError::NotAWorker {
@@ -372,6 +426,34 @@ impl Handshake<'_> {
             timeout: self.timeout,
             stderr,
         }
+    }
+
+    /// Whether the accept thread is stuck reading a first message that will not come, on a
+    /// connection that is not the worker's: another process connected first and sent nothing.
+    /// Called once the worker was killed, with no hello received.
+    ///
+    /// The accept thread is in one of three places. Still in `accept`: the connection made here
+    /// is accepted and its message delivered. Reading the first message of the worker's own
+    /// connection (a worker stopped between its connect and its hello): the worker's death
+    /// closes it, and the read fails. Reading a connection some other process holds open:
+    /// nothing comes, and after [`TAKEN_GRACE`] the handshake counts as taken. (A process that
+    /// holds the connection and is killed in the same moment is missed, and reported as a
+    /// timeout.)
+    fn taken(&self, events: &mpsc::Receiver<Event>) -> bool {
+        self.probed.set(true);
+        match IpcSender::<RawBytes>::connect(self.server_name.to_owned()) {
+            // Dropped at once: once it has delivered its message, the accept thread's wait for
+            // `Ready` on it ends too.
+            Ok(probe) => {
+                let _ = probe.send(RawBytes(b"bincrew: the connect deadline passed".to_vec()));
+            }
+            // The server is closed: the accept thread got past reading a first message.
+            Err(_) => return false,
+        }
+        matches!(
+            events.recv_timeout(TAKEN_GRACE),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        )
     }
 }
 
@@ -422,51 +504,53 @@ pub(crate) fn looks_like_worker(exe: &Path) -> bool {
     bytes.windows(marker.len()).any(|w| w == marker.as_slice())
 }
 
+/// What the platform spawns: see `os/unix.rs` for what every backend does with it.
+pub(crate) struct Launch<'a> {
+    pub(crate) program: &'a Path,
+    pub(crate) args: &'a [OsString],
+    /// The whole environment, nothing inherited besides.
+    pub(crate) env: Vec<(OsString, OsString)>,
+    /// Discard stdout instead of sharing the app's.
+    pub(crate) quiet_stdout: bool,
+    /// The write end of the stderr pipe, closed by the app once the process has its copy.
+    pub(crate) stderr: std::io::PipeWriter,
+}
+
 /// A started worker process: its handle, its stderr and what it reported before dying.
+///
+/// Dropping it kills the process if it has not exited, without waiting; a process-wide reaper
+/// reaps it.
 pub(crate) struct Process {
     pub(crate) name: String,
     pid: u32,
-    handle: duct::Handle,
+    child: crate::os::Child,
     stderr: Arc<StderrTail>,
     panic: Mutex<Option<(String, Option<String>)>>,
 }
 
 impl Process {
-    fn spawn(spec: &Spec, env: &[(OsString, OsString)]) -> Result<Process, StartError> {
+    fn spawn(spec: &Spec, env: Vec<(OsString, OsString)>) -> Result<Process, StartError> {
         let spawn_error = |source| StartError::Spawn {
             worker: spec.name.clone(),
             exe: spec.exe.clone(),
             source,
         };
         let (stderr_read, stderr_write) = std::io::pipe().map_err(spawn_error)?;
-        let mut expr = duct::cmd(&spec.program, &spec.args)
-            .stdin_null()
-            .stderr_file(stderr_write)
-            .unchecked();
-        if spec.quiet_stdout {
-            expr = expr.stdout_null();
-        }
-        for (key, value) in env {
-            expr = expr.env(key, value);
-        }
-        let handle = crate::os::start(expr.clone()).map_err(spawn_error)?;
-        // The expression holds our copy of the stderr pipe's write end: drop it, so the reader
-        // sees the end of the stream when the worker exits.
-        drop(expr);
-        let pid = handle.pids().first().copied().unwrap_or(0);
-        let stderr = StderrTail::start(stderr_read, spec.forward_stderr, &spec.name);
-        let stderr = match stderr {
-            Ok(stderr) => stderr,
-            Err(source) => {
-                let _ = handle.kill();
-                let _ = handle.wait();
-                return Err(spawn_error(source));
-            }
-        };
+        let child = crate::os::spawn(Launch {
+            program: &spec.program,
+            args: &spec.args,
+            env,
+            quiet_stdout: spec.quiet_stdout,
+            stderr: stderr_write,
+        })
+        .map_err(spawn_error)?;
+        // On failure `child` is dropped, which kills the process.
+        let stderr =
+            StderrTail::start(stderr_read, spec.forward_stderr, &spec.name).map_err(spawn_error)?;
         Ok(Process {
             name: spec.name.clone(),
-            pid,
-            handle,
+            pid: child.id(),
+            child,
             stderr,
             panic: Mutex::new(None),
         })
@@ -476,40 +560,35 @@ impl Process {
         self.pid
     }
 
+    /// Sends SIGKILL (on Windows, terminates), unless the process was already reaped. Does not
+    /// wait.
     pub(crate) fn kill(&self) {
-        if let Err(e) = self.handle.kill() {
+        if let Err(e) = self.child.kill() {
             tracing::debug!(worker = %self.name, error = %e, "killing the worker failed");
         }
     }
 
+    /// Kills the process and waits for its exit, for a caller that needs the status. (Dropping
+    /// the `Process` is enough to clean up.)
     pub(crate) fn kill_and_reap(&self) {
         self.kill();
         self.wait();
     }
 
-    /// Blocks until the process exits; `None` if waiting failed.
+    /// Blocks until the process exits. Always `Some`: the status is "unknown" when the process
+    /// was reaped by someone else.
     pub(crate) fn wait(&self) -> Option<ExitInfo> {
-        match self.handle.wait() {
-            Ok(out) => Some(ExitInfo::from_status(&out.status)),
-            Err(e) => {
-                tracing::warn!(worker = %self.name, error = %e, "waiting for the worker failed");
-                None
-            }
-        }
+        Some(self.child.wait())
     }
 
+    /// The exit status, if the process has exited.
     pub(crate) fn try_exit(&self) -> Option<ExitInfo> {
-        match self.handle.try_wait() {
-            Ok(out) => out.map(|o| ExitInfo::from_status(&o.status)),
-            Err(_) => None,
-        }
+        self.child.try_wait()
     }
 
+    /// Waits for the process to exit until `deadline`.
     pub(crate) fn wait_deadline(&self, deadline: Instant) -> Option<ExitInfo> {
-        match self.handle.wait_deadline(deadline) {
-            Ok(out) => out.map(|o| ExitInfo::from_status(&o.status)),
-            Err(_) => None,
-        }
+        self.child.wait_deadline(deadline)
     }
 
     pub(crate) fn record_panic(&self, message: String, location: Option<String>) {
@@ -542,10 +621,16 @@ impl Process {
     }
 }
 
-/// The end of a worker's stderr, filled by a thread that also forwards it to the app's stderr.
+/// The end of a worker's stderr, filled by the pump thread, which also hands it to [`Forward`].
 struct StderrTail {
-    state: Mutex<(VecDeque<u8>, bool)>,
+    state: Mutex<TailState>,
     closed: Condvar,
+}
+
+struct TailState {
+    tail: VecDeque<u8>,
+    /// The stream ended: the process and every process that inherited its stderr exited.
+    ended: bool,
 }
 
 impl StderrTail {
@@ -555,26 +640,29 @@ impl StderrTail {
         name: &str,
     ) -> std::io::Result<Arc<StderrTail>> {
         let tail = Arc::new(StderrTail {
-            state: Mutex::new((VecDeque::new(), false)),
+            state: Mutex::new(TailState {
+                tail: VecDeque::new(),
+                ended: false,
+            }),
             closed: Condvar::new(),
         });
+        let forward = if forward { Forward::global() } else { None };
         let filler = tail.clone();
         crate::os::drain(
             pipe,
             name,
             Box::new(move |chunk| match chunk {
                 Some(chunk) => {
-                    if forward {
-                        // The app's stderr being closed must not stop the draining.
-                        let _ = std::io::stderr().write_all(chunk);
+                    if let Some(forward) = &forward {
+                        forward.push(chunk);
                     }
                     let mut state = lock(&filler.state);
-                    state.0.extend(chunk);
-                    let excess = state.0.len().saturating_sub(STDERR_TAIL);
-                    state.0.drain(..excess);
+                    state.tail.extend(chunk);
+                    let excess = state.tail.len().saturating_sub(STDERR_TAIL);
+                    state.tail.drain(..excess);
                 }
                 None => {
-                    lock(&filler.state).1 = true;
+                    lock(&filler.state).ended = true;
                     filler.closed.notify_all();
                 }
             }),
@@ -587,10 +675,138 @@ impl StderrTail {
         let state = lock(&self.state);
         let (state, _) = self
             .closed
-            .wait_timeout_while(state, grace, |s| !s.1)
+            .wait_timeout_while(state, grace, |s| !s.ended)
             .unwrap_or_else(PoisonError::into_inner);
-        let bytes: Vec<u8> = state.0.iter().copied().collect();
+        let bytes: Vec<u8> = state.tail.iter().copied().collect();
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// Worker stderr on its way to the app's stderr: a bounded queue, and one thread for the whole
+/// process that writes it.
+///
+/// The pump that drains every worker's stderr must never block: were it to write to an app's
+/// stderr that is a full pipe nobody reads, every worker writing to its stderr (a panic hook
+/// included) would block behind it. So the pump only queues, up to [`FORWARD_QUEUE`] bytes,
+/// and drops (and counts) what does not fit; this thread writes, blocking as the app's stderr
+/// pleases, and reports what was dropped with a warning at most once per
+/// [`DROP_REPORT_EVERY`]. (The warning is emitted on this thread, so a subscriber writing to
+/// the same full stderr blocks this thread only.)
+struct Forward {
+    queue: Mutex<ForwardQueue>,
+    queued: Condvar,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct ForwardQueue {
+    chunks: VecDeque<Vec<u8>>,
+    bytes: usize,
+    dropped: Dropped,
+}
+
+/// Stderr dropped since the last report.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+struct Dropped {
+    /// Newlines in the dropped chunks (at least one per chunk).
+    lines: u64,
+    bytes: u64,
+}
+
+impl Forward {
+    fn new(capacity: usize) -> Forward {
+        Forward {
+            queue: Mutex::new(ForwardQueue::default()),
+            queued: Condvar::new(),
+            capacity,
+        }
+    }
+
+    /// The queue to the app's stderr, with its thread started on first use; `None` when that
+    /// thread cannot be started (then nothing is forwarded).
+    fn global() -> Option<Arc<Forward>> {
+        static FORWARD: OnceLock<Option<Arc<Forward>>> = OnceLock::new();
+        FORWARD
+            .get_or_init(|| {
+                let forward = Arc::new(Forward::new(FORWARD_QUEUE));
+                let writer = forward.clone();
+                let started = thread::Builder::new()
+                    .name("bincrew-forward".into())
+                    .spawn(move || writer.run(std::io::stderr()));
+                match started {
+                    Ok(_) => Some(forward),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start the thread that forwards worker stderr: it is not forwarded");
+                        None
+                    }
+                }
+            })
+            .clone()
+    }
+
+    /// Queues `chunk`, or drops it when the queue is full. Never blocks but on the lock, which
+    /// is never held across a write.
+    fn push(&self, chunk: &[u8]) {
+        let mut queue = lock(&self.queue);
+        if queue.bytes + chunk.len() > self.capacity {
+            queue.dropped.bytes += chunk.len() as u64;
+            queue.dropped.lines += chunk.iter().filter(|b| **b == b'\n').count().max(1) as u64;
+            return;
+        }
+        queue.bytes += chunk.len();
+        queue.chunks.push_back(chunk.to_vec());
+        drop(queue);
+        self.queued.notify_one();
+    }
+
+    /// Waits for the next chunk to write, and takes the drops to report when one is due.
+    fn next(&self, last_report: Option<Instant>) -> (Option<Vec<u8>>, Option<Dropped>) {
+        let due = |at: Option<Instant>| at.map_or(Instant::now(), |t| t + DROP_REPORT_EVERY);
+        let mut queue = lock(&self.queue);
+        while queue.chunks.is_empty() {
+            if queue.dropped == Dropped::default() {
+                queue = self
+                    .queued
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            let Some(left) = due(last_report).checked_duration_since(Instant::now()) else {
+                break;
+            };
+            queue = self
+                .queued
+                .wait_timeout(queue, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        let chunk = queue.chunks.pop_front();
+        if let Some(chunk) = &chunk {
+            queue.bytes -= chunk.len();
+        }
+        let report = (queue.dropped != Dropped::default() && due(last_report) <= Instant::now())
+            .then(|| std::mem::take(&mut queue.dropped));
+        (chunk, report)
+    }
+
+    fn run(&self, mut out: impl Write) {
+        let mut last_report = None;
+        loop {
+            let (chunk, dropped) = self.next(last_report);
+            if let Some(dropped) = dropped {
+                last_report = Some(Instant::now());
+                tracing::warn!(
+                    lines = dropped.lines,
+                    bytes = dropped.bytes,
+                    "dropped {} lines of worker stderr: the app's stderr is not being read fast enough",
+                    dropped.lines
+                );
+            }
+            if let Some(chunk) = chunk {
+                // The app's stderr being closed must not stop the forwarding.
+                let _ = out.write_all(&chunk);
+            }
+        }
     }
 }
 
@@ -618,6 +834,74 @@ mod tests {
     fn entry_marker_matches_the_worker_side() {
         let marker: Vec<u8> = ENTRY_MARKER_REVERSED.iter().rev().copied().collect();
         assert_eq!(marker, crate::serve::ENTRY_MARKER);
+    }
+
+    #[test]
+    fn the_forward_queue_drops_and_counts_what_does_not_fit() {
+        // No writer: the queue only fills, and pushing never waits for one.
+        let forward = Forward::new(16);
+        for _ in 0..4 {
+            forward.push(b"1234567\n");
+        }
+        forward.push(b"no newline");
+        let queue = lock(&forward.queue);
+        assert_eq!(queue.chunks.len(), 2);
+        assert_eq!(queue.bytes, 16);
+        assert_eq!(
+            queue.dropped,
+            Dropped {
+                lines: 3,
+                bytes: 26
+            }
+        );
+    }
+
+    #[test]
+    fn the_forward_thread_writes_in_order_and_reports_drops_once() {
+        let forward = Forward::new(8);
+        forward.push(b"ab");
+        forward.push(b"cd");
+        forward.push(b"too long to fit\n");
+        // What the thread's loop does, one step at a time.
+        let (chunk, report) = forward.next(None);
+        assert_eq!(chunk.as_deref(), Some(&b"ab"[..]));
+        assert_eq!(
+            report,
+            Some(Dropped {
+                lines: 1,
+                bytes: 16
+            })
+        );
+        let (chunk, report) = forward.next(Some(Instant::now()));
+        assert_eq!(chunk.as_deref(), Some(&b"cd"[..]));
+        assert_eq!(report, None);
+        assert_eq!(lock(&forward.queue).bytes, 0);
+    }
+
+    #[test]
+    fn the_worker_environment_is_the_apps_with_this_starts_protocol_variables() {
+        let builder = vec![
+            ("BINCREW_TEST_BUILDER".into(), "b".into()),
+            (PARALLELISM_ENV.into(), "7".into()),
+        ];
+        let protocol = vec![
+            (WORKER_ENV.into(), "w".into()),
+            (PARALLELISM_ENV.into(), "2".into()),
+        ];
+        let env = worker_env(&builder, protocol);
+        let values = |key: &str| {
+            env.iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<OsString>>()
+        };
+        assert_eq!(values(PARALLELISM_ENV), ["2"]);
+        assert_eq!(values(WORKER_ENV), ["w"]);
+        assert_eq!(values("BINCREW_TEST_BUILDER"), ["b"]);
+        assert!(values(TOKEN_ENV).is_empty());
+        if let Some((key, value)) = std::env::vars_os().find(|(k, _)| k == "PATH") {
+            assert_eq!(values(key.to_str().unwrap_or_default()), [value]);
+        }
     }
 
     #[test]

@@ -1,9 +1,14 @@
-//! Platforms without Unix signals (Windows): exit codes only, and the executable's identity from
-//! its size and modification time.
+//! Platforms without Unix signals (Windows): exit codes only, the executable's identity from its
+//! size and modification time, workers started with duct (`duct_spawn.rs`), and a thread per
+//! worker draining its stderr. `unix.rs` lists what every backend provides.
 
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::UNIX_EPOCH;
+
+#[path = "duct_spawn.rs"]
+mod duct_spawn;
+pub(crate) use duct_spawn::{spawn, Child};
 
 pub(crate) fn exit_signal(_status: &ExitStatus) -> Option<i32> {
     None
@@ -41,11 +46,13 @@ pub(crate) fn exe_identity() -> Option<String> {
 }
 
 /// In a worker: nothing here; the closed request channel tells it its app is gone.
-pub(crate) fn die_with_parent(_app_pid: Option<u32>) {}
+pub(crate) fn die_with_parent(_app_pid: Option<u32>) -> bool {
+    true
+}
 
-/// Starts the worker process.
-pub(crate) fn start(expr: duct::Expression) -> std::io::Result<duct::Handle> {
-    expr.start()
+/// Removes `key` from the environment.
+pub(crate) fn remove_secret_env(key: &str) {
+    std::env::remove_var(key);
 }
 
 /// Reads `pipe` to its end on a thread of its own, calling `sink` with each chunk and then with

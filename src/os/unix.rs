@@ -1,9 +1,44 @@
-//! Unix: signals, the executable's identity, and how a worker re-executes its app.
+//! Unix: signals, the executable's identity, starting and reaping workers, draining their
+//! stderr.
+//!
+//! What every backend of `crate::os` provides (`other.rs` is the other one):
+//!
+//! - `spawn(Launch) -> io::Result<Child>`: starts a worker with exactly the environment given,
+//!   stdin from the null device, the app's stdout or a null one, and the stderr pipe. `Child` has
+//!   `id`, `kill` (never signals a process already waited on), `wait`, `try_wait` and
+//!   `wait_deadline`, all callable from any number of threads; dropping it kills the process if it
+//!   still runs and never waits: a process-wide reaper reaps it.
+//! - `drain(pipe, name, sink)`: reads a worker's stderr to its end without ever blocking on
+//!   anything but the pipe.
+//! - `die_with_parent`, `remove_secret_env`: what a worker does with its environment.
+//! - `exit_signal`, `signal_name`, `self_exe`, `is_current_exe`, `exe_identity`, `prefault`.
+//!
+//! On Linux, spawning and reaping are in `linux.rs` (`posix_spawn`, pidfds, a worker inherits no
+//! descriptor of the app); on other Unixes in `duct_spawn.rs`. The stderr pump is here: one thread
+//! for the whole process drains every worker's stderr with `poll(2)`.
 
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
+
+#[cfg(target_os = "linux")]
+#[path = "linux.rs"]
+mod linux;
+#[cfg(target_os = "linux")]
+pub(crate) use linux::{remove_secret_env, spawn, Child};
+
+#[cfg(not(target_os = "linux"))]
+#[path = "duct_spawn.rs"]
+mod duct_spawn;
+#[cfg(not(target_os = "linux"))]
+pub(crate) use duct_spawn::{spawn, Child};
+
+/// Removes `key` from the environment. (Linux also blanks it where other processes can read it.)
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn remove_secret_env(key: &str) {
+    std::env::remove_var(key);
+}
 
 pub(crate) fn exit_signal(status: &ExitStatus) -> Option<i32> {
     status.signal()
@@ -70,81 +105,33 @@ pub(crate) fn exe_identity() -> Option<String> {
     ))
 }
 
-/// Starts the worker process.
-///
-/// On Linux the worker asks the kernel to kill it when its app dies (see [`die_with_parent`]).
-/// The kernel ties that signal to the *thread* that spawned the child, so workers are spawned
-/// from a thread that lives as long as the process: the main thread, or else one spawner thread.
-/// Nothing runs in the child before `exec`, so the spawn stays a `posix_spawn`.
-pub(crate) fn start(expr: duct::Expression) -> std::io::Result<duct::Handle> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::sync::mpsc;
-        use std::sync::{Mutex, OnceLock};
-
-        type Job = Box<dyn FnOnce() + Send>;
-        static SPAWNER: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
-
-        if std::thread::current().name() == Some("main") {
-            return expr.start();
-        }
-        let spawner = SPAWNER.get_or_init(|| {
-            let (jobs, job_rx) = mpsc::channel::<Job>();
-            std::thread::Builder::new()
-                .name("bincrew-spawner".into())
-                .spawn(move || {
-                    for job in job_rx {
-                        job();
-                    }
-                })
-                .ok()
-                .map(|_| Mutex::new(jobs))
-        });
-        if let Some(spawner) = spawner {
-            let (result_tx, result_rx) = mpsc::channel();
-            let job_expr = expr.clone();
-            let job: Job = Box::new(move || {
-                let _ = result_tx.send(job_expr.start());
-            });
-            if crate::process::lock(spawner).send(job).is_ok() {
-                if let Ok(result) = result_rx.recv() {
-                    return result;
-                }
-            }
-        }
-        tracing::warn!(
-            "spawning from the calling thread: the worker dies with this thread, not the app"
-        );
-        expr.start()
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        expr.start()
-    }
-}
-
 /// In a worker: dies with its app. On Linux the kernel sends SIGKILL when the app (the thread
 /// that spawned this process) ends, even by SIGKILL; `app_pid` closes the race with an app that
-/// died before this call. Elsewhere the closed request channel is the only signal.
-pub(crate) fn die_with_parent(app_pid: Option<u32>) {
+/// died before this call: `false` when the parent is not `app_pid` (the app is gone, or the
+/// variable was left in the environment of a process no app started). Elsewhere the closed
+/// request channel is the only signal, and this returns `true`.
+pub(crate) fn die_with_parent(app_pid: Option<u32>) -> bool {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: prctl and getppid have no memory effects.
         unsafe {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if app_pid.is_some_and(|pid| libc::getppid() as u32 != pid) {
-                std::process::exit(0);
-            }
+            app_pid.is_none_or(|pid| libc::getppid().unsigned_abs() == pid)
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = app_pid;
+    {
+        let _ = app_pid;
+        true
+    }
 }
 
 type Sink = Box<dyn FnMut(Option<&[u8]>) + Send>;
 
 /// One thread for the whole process that drains every worker's stderr, with `poll(2)`: a worker
-/// costs the app its reader thread and nothing more.
+/// costs the app its reader thread and nothing more. Sinks run on this thread and must never
+/// block: every worker's stderr waits on it (the sink forwards to the app's stderr through a
+/// bounded queue, see `process::Forward`).
 struct Pump {
     pipes: std::sync::Mutex<Vec<(std::io::PipeReader, Sink)>>,
     /// Written to when a pipe is added, to wake the `poll`.

@@ -1,0 +1,119 @@
+//! Everywhere but Linux: a worker process started and waited on with duct.
+//!
+//! The worker gets `/dev/null` (or `NUL`) as stdin, the app's stdout or a null one, the stderr
+//! pipe and the environment it is given, nothing else. Descriptors the app opened without
+//! close-on-exec are still inherited here (see the Linux backend for what that costs).
+//!
+//! Waiting goes to duct's handle, which lets any number of threads wait. Dropping a [`Child`]
+//! kills its process if it has not exited and hands the handle to one process-wide reaper
+//! thread that waits for it, so `Drop` never waits.
+
+use std::io;
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use crate::error::ExitInfo;
+use crate::process::{lock, Launch};
+
+/// A worker process started by [`spawn`].
+pub(crate) struct Child {
+    handle: Arc<duct::Handle>,
+    pid: u32,
+}
+
+/// Starts a worker process.
+pub(crate) fn spawn(launch: Launch<'_>) -> io::Result<Child> {
+    let mut expr = duct::cmd(launch.program, launch.args)
+        .stdin_null()
+        .stderr_file(launch.stderr)
+        .full_env(launch.env)
+        .unchecked();
+    if launch.quiet_stdout {
+        expr = expr.stdout_null();
+    }
+    let handle = expr.start()?;
+    // The expression holds our copy of the stderr pipe's write end: drop it, so the reader sees
+    // the end of the stream when the worker exits.
+    drop(expr);
+    let pid = handle.pids().first().copied().unwrap_or(0);
+    Ok(Child {
+        handle: Arc::new(handle),
+        pid,
+    })
+}
+
+fn exit_info(result: io::Result<Option<&std::process::Output>>) -> Option<ExitInfo> {
+    match result {
+        Ok(output) => output.map(|o| ExitInfo::from_status(&o.status)),
+        Err(e) => {
+            tracing::debug!(error = %e, "waiting for a worker failed: its exit status is unknown");
+            Some(ExitInfo {
+                code: None,
+                signal: None,
+            })
+        }
+    }
+}
+
+impl Child {
+    pub(crate) fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// Kills the process unless it was already waited on (duct checks). Does not wait.
+    pub(crate) fn kill(&self) -> io::Result<()> {
+        self.handle.kill()
+    }
+
+    /// Blocks until the process exits.
+    pub(crate) fn wait(&self) -> ExitInfo {
+        exit_info(self.handle.wait().map(Some)).unwrap_or(ExitInfo {
+            code: None,
+            signal: None,
+        })
+    }
+
+    /// The exit status, if the process has exited.
+    pub(crate) fn try_wait(&self) -> Option<ExitInfo> {
+        exit_info(self.handle.try_wait())
+    }
+
+    /// Waits until the process exited or `deadline` passed.
+    pub(crate) fn wait_deadline(&self, deadline: Instant) -> Option<ExitInfo> {
+        exit_info(self.handle.wait_deadline(deadline))
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if matches!(self.handle.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        if let Err(e) = self.handle.kill() {
+            tracing::debug!(pid = self.pid, error = %e, "killing a dropped worker failed");
+        }
+        if let Some(reaper) = reaper() {
+            let _ = lock(reaper).send(self.handle.clone());
+        }
+        // Without a reaper thread duct keeps the handle and reaps it at a later spawn.
+    }
+}
+
+/// The thread that waits for killed workers, one after the other.
+fn reaper() -> Option<&'static Mutex<mpsc::Sender<Arc<duct::Handle>>>> {
+    static REAPER: OnceLock<Option<Mutex<mpsc::Sender<Arc<duct::Handle>>>>> = OnceLock::new();
+    REAPER
+        .get_or_init(|| {
+            let (handles, handle_rx) = mpsc::channel::<Arc<duct::Handle>>();
+            std::thread::Builder::new()
+                .name("bincrew-reaper".into())
+                .spawn(move || {
+                    for handle in handle_rx {
+                        let _ = handle.wait();
+                    }
+                })
+                .ok()
+                .map(|_| Mutex::new(handles))
+        })
+        .as_ref()
+}
