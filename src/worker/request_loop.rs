@@ -114,6 +114,8 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
             receiving: false,
             closing: false,
             ended: false,
+            last_id: None,
+            early_cancels: std::collections::HashSet::new(),
         }),
         changed: Condvar::new(),
         drained: Condvar::new(),
@@ -190,6 +192,11 @@ struct Jobs<I> {
     closing: bool,
     /// The request channel's `End` was read: no request follows.
     ended: bool,
+    /// The highest request id received so far: requests arrive in id order.
+    last_id: Option<u64>,
+    /// Cancellations of requests not received yet. The control channel can overtake the request
+    /// channel: the request is dropped when it comes. An id below `last_id` will never come.
+    early_cancels: std::collections::HashSet<u64>,
 }
 
 impl<I> Jobs<I> {
@@ -283,6 +290,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
 
     fn receive(&self) {
         let message = recv_guarded(&lock(&self.receiver));
+        let mut dropped = Vec::new();
         let (queued, drained) = {
             let mut jobs = lock(&self.jobs);
             jobs.receiving = false;
@@ -291,7 +299,12 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                     let share = len / items.len().max(1);
                     for (id, job) in items {
                         match job {
+                            Job::Run(_) if jobs.early_cancels.remove(&id) => {
+                                jobs.last_id = Some(id);
+                                dropped.push(id);
+                            }
                             Job::Run(request) => {
+                                jobs.last_id = Some(id);
                                 jobs.queued_bytes += share;
                                 jobs.queue.push_back(Queued {
                                     id,
@@ -301,6 +314,9 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                             }
                             Job::End => jobs.ended = true,
                         }
+                    }
+                    if let Some(last) = jobs.last_id {
+                        jobs.early_cancels.retain(|id| *id > last);
                     }
                 }
                 // The app is gone: nobody is waiting for answers.
@@ -320,6 +336,18 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
         if drained {
             self.drained.notify_all();
         }
+        self.answer_cancelled(dropped);
+    }
+
+    /// Tells the app that these requests were dropped before they started.
+    fn answer_cancelled(&self, ids: Vec<u64>) {
+        if ids.is_empty() {
+            return;
+        }
+        for id in ids {
+            self.outbox.push(Answer::Cancelled { id });
+        }
+        self.outbox.flush(|batch| self.send_answers(batch));
     }
 
     /// The control thread: applies cancellations and the shutdown request as they come.
@@ -344,6 +372,8 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                                 flag.store(true, Ordering::Relaxed);
                             } else if jobs.withdraw(id) {
                                 dropped.push(id);
+                            } else if jobs.last_id.is_none_or(|last| id > last) {
+                                jobs.early_cancels.insert(id);
                             }
                         }
                         Control::Shutdown => jobs.closing = true,
@@ -353,10 +383,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
             if !dropped.is_empty() {
                 // Room in the queue: a thread may read again.
                 self.changed.notify_all();
-                for id in dropped {
-                    self.outbox.push(Answer::Cancelled { id });
-                }
-                self.outbox.flush(|batch| self.send_answers(batch));
+                self.answer_cancelled(dropped);
             }
         }
     }
