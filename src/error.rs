@@ -181,7 +181,7 @@ pub enum StartError {
     NotInitialized,
     /// This process was started as a worker but never served: its `main` went on into app code
     /// that starts workers. It refuses, rather than start copies of itself without end.
-    #[error("this process was started as worker `{worker}` but does not serve it: its main must call bincrew::init!() and then bincrew::Workers::run (or run_worker) before anything else")]
+    #[error("this process was started as worker `{worker}` (BINCREW_WORKER={worker}) but does not serve it: its main must call bincrew::init!() and then bincrew::Workers::run (or run_worker) before anything else; if this app was not started by bincrew, unset BINCREW_WORKER where it is started")]
     StartedAsWorker {
         /// The worker name it was started as.
         worker: String,

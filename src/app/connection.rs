@@ -353,7 +353,10 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
                     .unwrap_or_else(|| Arc::new(self.process.crash_report(Some(exit), None))),
             )),
             None => {
+                // Killed, then reaped: a stopped or stuck process dies at once of SIGKILL; a
+                // process stuck in the kernel is left to the reaper after a moment.
                 self.process.kill();
+                let _ = self.process.wait_deadline(Instant::now() + EXIT_GRACE);
                 Err(ShutdownError::Killed {
                     worker: self.process.name.clone(),
                     grace,

@@ -312,7 +312,6 @@ fn a_stray_app_pid_names_itself_and_the_fix() {
 }
 
 #[test]
-#[ignore = "needs StartError::StartedAsWorker to name BINCREW_WORKER (src/error.rs)"]
 fn starting_workers_from_a_process_started_as_worker_names_the_variable() {
     let mut child = app(
         &["selfspawn"],
@@ -328,7 +327,7 @@ fn starting_workers_from_a_process_started_as_worker_names_the_variable() {
     let (_, stdout, _) = finish(&mut child);
     assert!(stdout.contains("start failed: "), "{stdout}");
     assert!(stdout.contains("BINCREW_WORKER"), "{stdout}");
-    assert!(stdout.contains("unset it"), "{stdout}");
+    assert!(stdout.contains("unset BINCREW_WORKER"), "{stdout}");
 }
 
 /// The children of this process whose environment holds `entry`.
@@ -393,7 +392,6 @@ fn a_handshake_taken_by_another_process_is_its_own_error_and_the_worker_is_reape
 /// (4 MiB: more than the pipes and the forwarding queue hold), then `Request::Panic("flooded and
 /// panicked")`, prints `crash: {error}` for that request's error on stdout, and exits 0.
 #[test]
-#[ignore = "needs the `misbehave flood-stderr` subcommand"]
 fn a_worker_flooding_an_app_stderr_nobody_reads_still_reports_its_panic() {
     let mut child = app(&["flood-stderr"], &[])
         .stdout(Stdio::piped())

@@ -237,6 +237,7 @@ fn main() {
             std::env::args().nth(3).as_deref() == Some("--search-path"),
         ),
         "count-sockets" => println!("{}", count_sockets()),
+        "flood-stderr" => flood_stderr(),
         "timer-residue" => timer_residue(
             std::env::args()
                 .nth(2)
@@ -538,9 +539,10 @@ fn cycle() {
 /// Start, crash and restart `cycles` times, then `requests` requests through a two-worker pool,
 /// counting file descriptors, threads and child processes before and after.
 fn soak(cycles: usize, requests: usize) {
-    // The first cycle starts the process-wide threads (spawner, timer) for good; its reader and
-    // stderr threads end a moment after its worker.
+    // The first cycle and a short frozen phase start the process-wide threads (spawner, timer,
+    // reaper, stderr) for good; reader and writer threads end a moment after their worker.
     cycle();
+    let _ = frozen_phase(100);
     let settle = Instant::now() + Duration::from_secs(5);
     let mut before = resources();
     loop {
@@ -693,6 +695,29 @@ fn frozen_phase(requests: usize) -> Duration {
     drop(frozen);
     drop(healthy);
     worst
+}
+
+/// An app whose worker writes 4 MiB to stderr and then panics: run with an app stderr that
+/// nobody reads, it must still print the crash report on stdout.
+fn flood_stderr() {
+    let worker = match Worker::<Request, Response>::start_blocking(WORKER) {
+        Ok(w) => w,
+        Err(e) => {
+            println!("start failed: {e}");
+            std::process::exit(1)
+        }
+    };
+    let line = "x".repeat(1023);
+    for _ in 0..4096 {
+        if let Err(e) = worker.run_blocking(Request::Stderr(line.clone())) {
+            println!("stderr request failed: {e}");
+            std::process::exit(1)
+        }
+    }
+    match worker.run_blocking(Request::Panic("flooded and panicked".into())) {
+        Ok(r) => println!("answered? {r:?}"),
+        Err(e) => println!("crash: {e}"),
+    }
 }
 
 /// Runs `requests` requests with a one-hour timeout, answered at once, and prints how much the
