@@ -13,7 +13,7 @@
 
 use std::ffi::OsStr;
 
-use crate::serve::{exit_with, EXIT_CANNOT_SERVE};
+use crate::worker::exit::{exit_with, EXIT_CANNOT_SERVE};
 
 /// Names the worker to serve; its presence makes a process a worker.
 pub(crate) const WORKER_ENV: &str = "BINCREW_WORKER";

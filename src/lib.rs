@@ -56,16 +56,9 @@ mod locate;
 mod probe;
 mod process;
 mod shared;
+mod sync;
 mod wire;
 mod worker;
-
-// Old paths, until every module names the new ones.
-use wire::{hello, messages as protocol};
-mod serve {
-    pub(crate) use crate::worker::exit::{exit_with, EXIT_CANNOT_SERVE};
-    #[cfg(test)]
-    pub(crate) use crate::worker::ENTRY_MARKER;
-}
 
 #[cfg(unix)]
 #[path = "os/unix.rs"]
@@ -138,7 +131,7 @@ pub mod __private {
 
         /// The app decoding a worker's hello.
         pub fn hello(bytes: &[u8]) -> bool {
-            crate::hello::Hello::decode(bytes).is_ok()
+            crate::wire::hello::Hello::decode(bytes).is_ok()
         }
 
         /// The app decoding a worker's `Ready` message.
@@ -178,7 +171,7 @@ pub mod __private {
         /// The raw-bytes view used for the hello, which must accept anything.
         pub fn raw(bytes: &[u8]) -> bool {
             IpcMessage::from_data(bytes.to_vec())
-                .to::<crate::hello::RawBytes>()
+                .to::<crate::wire::hello::RawBytes>()
                 .is_ok_and(|raw| raw.0 == bytes)
         }
     }

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::process::lock;
+use crate::sync::lock;
 use crate::wire::transport::{Sent, Socket};
 
 /// The most items one message carries by default. `ipc-channel` allows 64 channels and

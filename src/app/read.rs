@@ -33,7 +33,7 @@ use ipc_channel::{IpcError, TryRecvError};
 
 use super::reply::Slot;
 use crate::error::RunError;
-use crate::process::lock;
+use crate::sync::lock;
 use crate::wire::messages::{recv_guarded, Answer, ToApp};
 use crate::wire::transport::{with_limit, Framed, Socket};
 

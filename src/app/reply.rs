@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use crate::error::RunError;
-use crate::process::lock;
+use crate::sync::lock;
 
 /// What a reply needs from its worker, whatever the request type.
 pub(crate) trait Link<O>: Send + Sync {

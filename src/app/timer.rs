@@ -9,7 +9,7 @@ use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 use std::thread;
 use std::time::Instant;
 
-use crate::process::lock;
+use crate::sync::lock;
 
 type Action = Box<dyn FnOnce() + Send>;
 

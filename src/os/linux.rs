@@ -35,7 +35,8 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::error::ExitInfo;
-use crate::process::{lock, Launch};
+use crate::process::Launch;
+use crate::sync::lock;
 
 /// How often a worker without a pidfd is checked for its exit.
 const WAITPID_POLL: Duration = Duration::from_millis(20);

@@ -161,7 +161,7 @@ pub(crate) fn drain(pipe: std::io::PipeReader, _name: &str, sink: Sink) -> std::
         return Err(std::io::Error::other("cannot start the stderr thread"));
     };
     set_nonblocking(pipe.as_raw_fd());
-    crate::process::lock(&pump.pipes).push((pipe, sink));
+    crate::sync::lock(&pump.pipes).push((pipe, sink));
     (&pump.wake).write_all(&[1])
 }
 
@@ -195,7 +195,7 @@ fn pump(mut wake: std::io::PipeReader) {
             revents: 0,
         }];
         fds.extend(
-            crate::process::lock(&pump.pipes)
+            crate::sync::lock(&pump.pipes)
                 .iter()
                 .map(|(pipe, _)| libc::pollfd {
                     fd: pipe.as_raw_fd(),
@@ -211,7 +211,7 @@ fn pump(mut wake: std::io::PipeReader) {
         if fds[0].revents != 0 {
             while matches!(wake.read(&mut chunk), Ok(n) if n > 0) {}
         }
-        let mut pipes = crate::process::lock(&pump.pipes);
+        let mut pipes = crate::sync::lock(&pump.pipes);
         for polled in &fds[1..] {
             if polled.revents == 0 {
                 continue;

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, PoisonError};
 
-use crate::process::lock;
+use crate::sync::lock;
 
 /// The most answers one message carries. `ipc-channel` allows 64 channels and shared-memory
 /// regions per message: responses that carry more than 4 of them need a lower cap.

@@ -27,7 +27,7 @@ use ipc_channel::IpcError;
 use super::exit::{exit_now, exit_with, EXIT_CANNOT_SERVE, EXIT_PANIC, EXIT_PROTOCOL};
 use super::outbox::{Outbox, MAX_BATCH};
 use super::RequestArgs;
-use crate::process::lock;
+use crate::sync::lock;
 use crate::wire::hello::{Hello, RawBytes};
 use crate::wire::messages::{recv_guarded, Answer, Control, Job, Ready, ToAppRef};
 use crate::wire::transport::{Framed, FramedRef};

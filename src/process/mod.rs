@@ -1,0 +1,309 @@
+//! The worker process and the handshake, shared by every way of starting a worker.
+//!
+//! - `mod.rs`: [`start`], what a start needs ([`Spec`]) and gives ([`Started`]), the worker's
+//!   environment.
+//! - `handshake.rs`: accepting the worker's connection and checking its hello.
+//! - `child.rs`: [`Process`], the handle on a started worker process.
+//! - `stderr.rs`: the tail of a worker's stderr, and forwarding it to the app's stderr.
+//!
+//! [`start`] spawns the process, accepts its connection on a thread of its own (because
+//! `IpcOneShotServer::accept` has no timeout), and waits for the hello while polling the process
+//! for an early exit and watching the connect deadline. At the deadline it tells a worker that
+//! never connected ([`StartError::Timeout`]) from a handshake connection another process took
+//! and sent nothing on ([`StartError::HandshakeTaken`]), see [`Handshake::taken`]. Whatever goes
+//! wrong, the process is killed (by dropping its [`Process`]) and the accept thread is unblocked
+//! before the error is returned.
+//!
+//! The worker's environment is the app's own without the protocol variables the app inherited
+//! (see [`crate::env`]), then the builder's variables, then this start's protocol variables. The
+//! process inherits no descriptor of the app but stdin, stdout and stderr (on Linux; see
+//! `os/linux.rs`).
+//!
+//! [`Process`] owns the child: its handle, the tail of its stderr, and the panic message the
+//! worker reported. Dropping it kills the process if it still runs and never waits: a
+//! process-wide reaper reaps it. Waiting and `try_exit` read the status the reaper recorded, so
+//! several threads may wait at once.
+//!
+//! A worker's stderr is drained by one process-wide pump thread into the tail kept for crash
+//! reports; when forwarded to the app's stderr, it goes through [`Forward`], a bounded queue
+//! written by a thread of its own, so that an app whose stderr is not read never blocks the pump
+//! (nor, through it, any worker writing to its stderr).
+
+use std::cell::Cell;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ipc_channel::ipc::{IpcOneShotServer, IpcSender, OpaqueIpcReceiver};
+
+use crate::build::{build_info, BuildInfo, Compat};
+use crate::env::{APP_PID_ENV, PARALLELISM_ENV, SERVER_ENV, TIMEOUT_ENV, TOKEN_ENV, WORKER_ENV};
+use crate::error::StartError;
+use crate::wire::hello::{Hello, RawBytes};
+
+mod child;
+mod handshake;
+mod stderr;
+
+pub(crate) use child::{Launch, Process};
+use handshake::{accept_connection, Handshake};
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a crash report waits for the rest of stderr after the process exited.
+pub(super) const STDERR_GRACE: Duration = Duration::from_millis(500);
+
+/// The bytes that only an executable serving workers contains (referenced by
+/// `Workers::run`), stored reversed here so that an app which merely starts workers does not
+/// contain them.
+const ENTRY_MARKER_REVERSED: &[u8] = b"1/tniop-yrtne-rekrow-wercnib";
+
+/// Everything needed to start one worker process.
+pub(crate) struct Spec {
+    pub(crate) name: String,
+    /// The executable as errors name it.
+    pub(crate) exe: PathBuf,
+    /// The path spawned: `exe`, or `/proc/self/exe` for a self-spawn on Linux.
+    pub(crate) program: PathBuf,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) check: Check,
+    pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) forward_stderr: bool,
+    /// Discard the process's stdout instead of sharing the app's (probes).
+    pub(crate) quiet_stdout: bool,
+    pub(crate) parallelism: Option<usize>,
+}
+
+/// What the app checks in the hello.
+pub(crate) enum Check {
+    /// A worker for this app: its identity against the policy, and its types.
+    App {
+        compat: Compat,
+        request_type: &'static str,
+        response_type: &'static str,
+    },
+    /// A probe: nothing is checked but the token, and a binary that serves no such worker
+    /// answers with what it serves.
+    Probe,
+}
+
+/// How a handshake ended well.
+pub(crate) enum Started {
+    /// The worker is ready for requests.
+    Connected(Box<Connected>),
+    /// A probe's answer from a binary that serves no worker of the name asked.
+    Listed(Box<Hello>),
+}
+
+/// A worker that completed the handshake.
+pub(crate) struct Connected {
+    pub(crate) process: Process,
+    /// The worker-to-app channel, to be typed as `IpcReceiver<ToApp<O>>`.
+    pub(crate) receiver: OpaqueIpcReceiver,
+    /// The app-to-worker channel, to be typed as `IpcSender<ToWorker<I>>`.
+    pub(crate) requests: ipc_channel::ipc::OpaqueIpcSender,
+    /// The control channel, to be typed as `IpcSender<[(u64, Control)]>`.
+    pub(crate) control: ipc_channel::ipc::OpaqueIpcSender,
+    pub(crate) hello: Hello,
+    pub(crate) build: BuildInfo,
+}
+
+/// Starts the worker process and completes the handshake.
+pub(crate) fn start(spec: &Spec) -> Result<Started, StartError> {
+    // `Workers::run` removes these variables when it serves: still set means this process was
+    // started as a worker and went on into its app code. Starting workers from there would
+    // start the same executable again and again.
+    if let Some(name) = std::env::var_os(WORKER_ENV) {
+        return Err(StartError::StartedAsWorker {
+            worker: name.to_string_lossy().into_owned(),
+        });
+    }
+    let app = match &spec.check {
+        Check::App { .. } => Some(build_info().ok_or(StartError::NotInitialized)?),
+        Check::Probe => None,
+    };
+    let timeout = match spec.connect_timeout {
+        Some(t) => t,
+        None => timeout_from_env()?,
+    };
+    let ipc_error = |source| StartError::Ipc {
+        worker: spec.name.clone(),
+        source,
+    };
+    let (server, server_name) = IpcOneShotServer::<RawBytes>::new().map_err(ipc_error)?;
+    let token = new_token();
+    let mut protocol: Vec<(OsString, OsString)> = vec![
+        (WORKER_ENV.into(), spec.name.clone().into()),
+        (SERVER_ENV.into(), server_name.clone().into()),
+        (TOKEN_ENV.into(), token.clone().into()),
+        (APP_PID_ENV.into(), std::process::id().to_string().into()),
+    ];
+    if let Some(n) = spec.parallelism {
+        protocol.push((PARALLELISM_ENV.into(), n.to_string().into()));
+    }
+    let process = Process::spawn(spec, worker_env(&spec.env, protocol))?;
+
+    let (events, event_rx) = mpsc::channel();
+    let accept = thread::Builder::new()
+        .name(format!("bincrew-accept-{}", spec.name))
+        .spawn(move || accept_connection(server, events));
+    if let Err(source) = accept {
+        return Err(ipc_error(source));
+    }
+
+    let handshake = Handshake {
+        spec,
+        app,
+        token: &token,
+        process: &process,
+        timeout,
+        server_name: &server_name,
+        probed: Cell::new(false),
+    };
+    match handshake.wait(&event_rx, Instant::now() + timeout) {
+        Ok(Ok((receiver, ready, hello, build))) => Ok(Started::Connected(Box::new(Connected {
+            process,
+            receiver,
+            requests: ready.requests,
+            control: ready.control,
+            hello,
+            build,
+        }))),
+        // It exits by itself after an unknown-worker hello; dropping it makes sure.
+        Ok(Err(listed)) => Ok(Started::Listed(Box::new(listed))),
+        Err(err) => {
+            let probed = handshake.probed.get();
+            drop(process);
+            // The accept thread may still be blocked in `accept`: connecting unblocks it. When it
+            // already accepted, this connect fails, and the killed process unblocks its recv.
+            // At the deadline `taken` already connected.
+            if !probed {
+                if let Ok(unblock) = IpcSender::<RawBytes>::connect(server_name) {
+                    let _ = unblock.send(RawBytes::default());
+                }
+            }
+            Err(err)
+        }
+    }
+}
+
+/// The worker's environment: the app's own without the protocol variables it inherited (they
+/// belong to the start that set them: a `BINCREW_PARALLELISM` left in a shell would cap every
+/// worker), then the builder's variables, then this start's protocol variables.
+fn worker_env(
+    builder: &[(OsString, OsString)],
+    protocol: Vec<(OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(key, _)| !crate::env::is_protocol_var(key))
+        .collect();
+    for (key, value) in builder.iter().cloned().chain(protocol) {
+        match env.iter_mut().find(|(k, _)| crate::env::same_key(k, &key)) {
+            Some(entry) => entry.1 = value,
+            None => env.push((key, value)),
+        }
+    }
+    env
+}
+
+fn timeout_from_env() -> Result<Duration, StartError> {
+    let Some(value) = std::env::var_os(TIMEOUT_ENV) else {
+        return Ok(DEFAULT_CONNECT_TIMEOUT);
+    };
+    let value = value.to_string_lossy().into_owned();
+    parse_duration(&value).ok_or(StartError::InvalidEnv {
+        var: TIMEOUT_ENV,
+        value,
+        expected:
+            "a number of seconds, or a number followed by `s` or `ms`, such as 10, 2.5s or 500ms",
+    })
+}
+
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 0.001)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1.0)
+    } else {
+        (text, 1.0)
+    };
+    let seconds = number.trim().parse::<f64>().ok()? * scale;
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| !d.is_zero())
+}
+
+/// A secret for this start: 128 bits from std's randomly keyed hasher (seeded by the OS).
+fn new_token() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let seed = (std::process::id(), Instant::now(), thread::current().id());
+    let a = RandomState::new().hash_one(seed);
+    let b = RandomState::new().hash_one((a, &seed));
+    format!("{a:016x}{b:016x}")
+}
+
+/// Whether `exe` contains bincrew's worker entry point. Read only after a failed start.
+pub(crate) fn looks_like_worker(exe: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(exe) else {
+        // Unreadable: do not claim it is not a worker.
+        return true;
+    };
+    let marker: Vec<u8> = ENTRY_MARKER_REVERSED.iter().rev().copied().collect();
+    bytes.windows(marker.len()).any(|w| w == marker.as_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_timeout_values() {
+        assert_eq!(parse_duration("10"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2.5s"), Some(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0"), None);
+        assert_eq!(parse_duration("-1"), None);
+        assert_eq!(parse_duration("soon"), None);
+    }
+
+    #[test]
+    fn entry_marker_matches_the_worker_side() {
+        let marker: Vec<u8> = ENTRY_MARKER_REVERSED.iter().rev().copied().collect();
+        assert_eq!(marker, crate::worker::ENTRY_MARKER);
+    }
+
+    #[test]
+    fn the_worker_environment_is_the_apps_with_this_starts_protocol_variables() {
+        let builder = vec![
+            ("BINCREW_TEST_BUILDER".into(), "b".into()),
+            (PARALLELISM_ENV.into(), "7".into()),
+        ];
+        let protocol = vec![
+            (WORKER_ENV.into(), "w".into()),
+            (PARALLELISM_ENV.into(), "2".into()),
+        ];
+        let env = worker_env(&builder, protocol);
+        let values = |key: &str| {
+            env.iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<OsString>>()
+        };
+        assert_eq!(values(PARALLELISM_ENV), ["2"]);
+        assert_eq!(values(WORKER_ENV), ["w"]);
+        assert_eq!(values("BINCREW_TEST_BUILDER"), ["b"]);
+        assert!(values(TOKEN_ENV).is_empty());
+        if let Some((key, value)) = std::env::vars_os().find(|(k, _)| k == "PATH") {
+            assert_eq!(values(key.to_str().unwrap_or_default()), [value]);
+        }
+    }
+
+    #[test]
+    fn tokens_differ() {
+        assert_ne!(new_token(), new_token());
+        assert_eq!(new_token().len(), 32);
+    }
+}
