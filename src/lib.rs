@@ -67,13 +67,6 @@ mod os;
 #[path = "os/other.rs"]
 mod os;
 
-#[cfg(target_os = "linux")]
-#[path = "os/linux_socket.rs"]
-mod os_socket;
-#[cfg(not(target_os = "linux"))]
-#[path = "os/other_socket.rs"]
-mod os_socket;
-
 pub use app::{PoolBuilder, Reply, RunOptions, Worker, WorkerBuilder, WorkerPool};
 pub use build::{build_info, BuildInfo, Compat, MismatchKind};
 pub use error::{ExitInfo, RunError, ShutdownError, StartError, VersionMismatch, WorkerCrashError};
@@ -165,7 +158,7 @@ pub mod __private {
         /// What the app checks before `ipc-channel` reads a message: a packet of the socket,
         /// header first, carrying no descriptors. `Err` is a refusal, never a panic.
         pub fn packet(bytes: &[u8]) -> Result<(), String> {
-            crate::os_socket::check_packet_bytes(bytes, 1 << 20)
+            crate::os::socket::check_packet_bytes(bytes, 1 << 20)
         }
 
         /// The raw-bytes view used for the hello, which must accept anything.

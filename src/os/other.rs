@@ -10,6 +10,9 @@ use std::time::UNIX_EPOCH;
 mod duct_spawn;
 pub(crate) use duct_spawn::{spawn, Child};
 
+#[path = "other_socket.rs"]
+pub(crate) mod socket;
+
 pub(crate) fn exit_signal(_status: &ExitStatus) -> Option<i32> {
     None
 }

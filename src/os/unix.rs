@@ -12,6 +12,10 @@
 //!   anything but the pipe.
 //! - `die_with_parent`, `remove_secret_env`: what a worker does with its environment.
 //! - `exit_signal`, `signal_name`, `self_exe`, `is_current_exe`, `exe_identity`, `prefault`.
+//! - `socket`: bincrew's view of `ipc-channel`'s sockets (see `wire/transport.rs`): whether a
+//!   descriptor is a channel end of a given process, non-blocking sends, waiting with a deadline,
+//!   and checking a packet before `ipc-channel` reads it. Linux has it (`linux_socket.rs`);
+//!   elsewhere (`other_socket.rs`) nothing is found, and callers fall back.
 //!
 //! On Linux, spawning and reaping are in `linux.rs` (`posix_spawn`, pidfds, a worker inherits no
 //! descriptor of the app); on other Unixes in `duct_spawn.rs`. The stderr pump is here: one thread
@@ -31,6 +35,13 @@ pub(crate) use linux::{remove_secret_env, spawn, Child};
 #[cfg(not(target_os = "linux"))]
 #[path = "duct_spawn.rs"]
 mod duct_spawn;
+
+#[cfg(target_os = "linux")]
+#[path = "linux_socket.rs"]
+pub(crate) mod socket;
+#[cfg(not(target_os = "linux"))]
+#[path = "other_socket.rs"]
+pub(crate) mod socket;
 #[cfg(not(target_os = "linux"))]
 pub(crate) use duct_spawn::{spawn, Child};
 

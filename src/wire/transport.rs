@@ -290,7 +290,7 @@ fn fd_in_debug(text: &str) -> Option<i32> {
     digits.parse().ok()
 }
 
-use crate::os_socket as imp;
+use crate::os::socket as imp;
 
 #[cfg(test)]
 mod tests {
