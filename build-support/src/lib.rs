@@ -50,13 +50,16 @@
 // The example shows a build script's whole `main`.
 #![allow(clippy::needless_doctest_main)]
 
+mod build_id;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use cargo_metadata::{Metadata, MetadataCommand, Package};
 use semver::VersionReq;
-use sha2::{Digest, Sha256};
+
+use build_id::Member;
 
 /// Why a build script step failed.
 #[derive(Debug, thiserror::Error)]
@@ -229,60 +232,22 @@ impl Workspace {
         members
     }
 
-    /// The files of one member that go into the build id, in order.
-    fn member_files(member: &Package) -> Result<Vec<PathBuf>, BuildError> {
-        let dir = member
-            .manifest_path
-            .as_std_path()
-            .parent()
-            .unwrap_or(Path::new("."));
-        let mut files = vec![dir.join("Cargo.toml")];
-        let build_rs = dir.join("build.rs");
-        if build_rs.is_file() {
-            files.push(build_rs);
-        }
-        let mut sources = Vec::new();
-        walk(&dir.join("src"), &mut sources)?;
-        sources.sort();
-        files.extend(sources);
-        Ok(files)
-    }
-
     fn build_id(&self) -> Result<String, BuildError> {
-        let mut hash = Sha256::new();
-        let mut field = |bytes: &[u8]| {
-            hash.update((bytes.len() as u64).to_le_bytes());
-            hash.update(bytes);
-        };
-        field(b"bincrew-build-id/1");
-        field(self.target.as_bytes());
-        field(self.profile.as_bytes());
-        let root = self.metadata.workspace_root.as_std_path();
-        for path in [root.join("Cargo.lock"), root.join("Cargo.toml")] {
-            if path.is_file() {
-                field(&read(&path)?);
-            }
-        }
-        for member in self.members() {
-            field(member.name.as_bytes());
-            field(member.version.to_string().as_bytes());
-            let dir = member
-                .manifest_path
-                .as_std_path()
-                .parent()
-                .unwrap_or(Path::new("."));
-            for file in Self::member_files(member)? {
-                let relative = file.strip_prefix(dir).unwrap_or(&file);
-                field(relative.to_string_lossy().as_bytes());
-                field(&read(&file)?);
-            }
-        }
-        let digest = hash.finalize();
-        let mut hex = String::new();
-        for byte in digest.iter().take(10) {
-            let _ = write!(hex, "{byte:02x}");
-        }
-        Ok(hex)
+        let members: Vec<Member<'_>> = self
+            .members()
+            .into_iter()
+            .map(|member| Member {
+                name: &member.name,
+                version: &member.version,
+                dir: member_dir(member),
+            })
+            .collect();
+        build_id::build_id(
+            &self.target,
+            &self.profile,
+            self.metadata.workspace_root.as_std_path(),
+            &members,
+        )
     }
 
     fn declared(&self) -> Result<Vec<(String, VersionReq)>, BuildError> {
@@ -355,11 +320,7 @@ impl Workspace {
             paths.insert(path, ());
         }
         for member in self.members() {
-            let dir = member
-                .manifest_path
-                .as_std_path()
-                .parent()
-                .unwrap_or(Path::new("."));
+            let dir = member_dir(member);
             paths.insert(dir.join("Cargo.toml"), ());
             if dir.join("build.rs").is_file() {
                 paths.insert(dir.join("build.rs"), ());
@@ -431,37 +392,13 @@ fn workers_env(workers: &[(String, VersionReq)]) -> String {
         .join(";")
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, BuildError> {
-    std::fs::read(path).map_err(|source| BuildError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), BuildError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(BuildError::Read {
-                path: dir.to_path_buf(),
-                source,
-            })
-        }
-    };
-    for entry in entries {
-        let entry = entry.map_err(|source| BuildError::Read {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else {
-            out.push(path);
-        }
-    }
-    Ok(())
+/// The directory of a member's `Cargo.toml`.
+fn member_dir(member: &Package) -> &Path {
+    member
+        .manifest_path
+        .as_std_path()
+        .parent()
+        .unwrap_or(Path::new("."))
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
