@@ -1,7 +1,9 @@
 #![no_main]
-//! The app decoding a worker's answers, `ToApp<Output>` (postcard), where `Output` carries bytes,
-//! strings, enums, an `IpcSharedMemory` and, in two `Outcome` variants, an `IpcSender<u32>` and an
-//! `IpcReceiver<Vec<u8>>`. The input comes with no OS channels or shared memory attached.
+//! The app decoding a worker's answers, `Framed<ToApp<Output>>`: a frame `(kind, payload)`, kind 0
+//! inline (a postcard byte string holding the postcard encoding of `ToApp<Output>`), kind 1
+//! spilled (a shared-memory index). `Output` carries bytes, strings, enums, an `IpcSharedMemory`
+//! and, in two `Outcome` variants, an `IpcSender<u32>` and an `IpcReceiver<Vec<u8>>`. The input
+//! comes with no OS channels or shared memory attached, so a spilled frame must be refused.
 
 use bincrew_fuzz::Output;
 use libfuzzer_sys::{fuzz_target, Corpus};

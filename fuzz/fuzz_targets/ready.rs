@@ -1,6 +1,7 @@
 #![no_main]
-//! The app decoding a worker's `Ready` message (postcard: one `OpaqueIpcSender`, i.e. an index
-//! into the message's OS channels). The input comes with no OS channels attached.
+//! The app decoding a worker's `Ready` message (postcard, unframed: two `OpaqueIpcSender`s,
+//! `requests` then `control`, i.e. two indexes into the message's OS channels). The input comes
+//! with no OS channels attached.
 
 use libfuzzer_sys::{fuzz_target, Corpus};
 

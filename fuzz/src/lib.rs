@@ -1,5 +1,9 @@
 //! Request and response types for the `requests` and `answers` fuzz targets, shared with the seed
-//! generator (`examples/seeds.rs`).
+//! generator (`examples/seeds.rs`). On the wire they travel inside bincrew's envelopes, in a
+//! frame: `Framed<Vec<(u64, messages::Job<Job>)>>` from the app (`Job::Run(Job)`) and
+//! `Framed<ToApp<Output>>` from the worker (`Answer::Done { response: Output, .. }`); an inline
+//! frame holds their postcard encoding as a byte string, so the handles below are decoded by a
+//! postcard decoder nested in ipc-channel's, against the same side tables.
 //!
 //! They carry the kinds of values real apps send through bincrew: bytes, strings, enums with
 //! unit/tuple/struct variants, options, maps, floats, chars, 128-bit integers, and the
@@ -16,7 +20,7 @@ use std::collections::BTreeMap;
 use bincrew::{IpcReceiver, IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize};
 
-/// A request, as an app would send it to a worker (`Item::Request { request: Job, .. }`).
+/// A request, as an app would send it to a worker (`messages::Job::Run(Job)`, keyed by its id).
 #[derive(Serialize, Deserialize)]
 pub struct Job<Shm = IpcSharedMemory, Tx = IpcSender<u32>> {
     pub name: String,
@@ -75,7 +79,8 @@ pub enum Outcome<Tx = IpcSender<u32>, Rx = IpcReceiver<Vec<u8>>> {
 /// Off by default: the targets then abort on every panic, the known one included. With
 /// `BINCREW_FUZZ_SKIP_KNOWN=1` in the environment, a panic that is exactly the known one (an
 /// out-of-range channel index in `ipc-channel` 0.23.1's `deserialize_os_ipc_sender` /
-/// `deserialize_os_ipc_receiver`, `src/ipc.rs` lines 1027 and 1056) is caught and the input is
+/// `deserialize_os_ipc_receiver`, `src/ipc.rs` lines 1027 and 1056, whether the handle is in the
+/// message itself or inside an inline frame) is caught and the input is
 /// rejected (not added to the corpus); any other panic still goes to libFuzzer's hook and aborts.
 pub mod known {
     use std::cell::Cell;
