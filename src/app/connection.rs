@@ -14,8 +14,9 @@
 //! `read.rs`'s turns → `state` → the timer's actions → a reply's slot. A lane's lock is taken
 //! alone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::{Arc, Mutex, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use ipc_channel::ipc::{IpcSender, OpaqueIpcSender};
 
 use super::lane::{Flushed, Lane, Sink};
+use super::pending::PendingTable;
 use super::read::{Inbox, ReadTurns};
 use super::reply::{Link, Slot};
 use super::timer::{self, TimerKey};
@@ -57,7 +59,6 @@ pub(crate) struct Connection<I, O> {
     control_tx: OpaqueIpcSender,
     pub(super) state: Mutex<WorkerState<O>>,
     pub(super) turns: ReadTurns<O>,
-    next_id: AtomicU64,
     next_control: AtomicU64,
     pub(super) settings: Settings,
     /// Itself, for the threads and timers it starts.
@@ -66,8 +67,8 @@ pub(crate) struct Connection<I, O> {
 
 pub(super) struct WorkerState<O> {
     pub(super) phase: Phase,
-    /// Requests in flight (queued or sent), by id.
-    pub(super) pending: HashMap<u64, Pending<O>>,
+    /// Requests in flight (queued or sent), by id; ids are handed out here.
+    pub(super) pending: PendingTable<Pending<O>>,
     /// Requests that timed out and were cancelled, which the worker has not answered yet.
     abandoned: HashSet<u64>,
     /// Why the app killed the worker, when it did.
@@ -150,11 +151,11 @@ impl<I, O> Connection<I, O> {
             if matches!(state.phase, Phase::Running | Phase::ShuttingDown) {
                 state.phase = Phase::Closed;
             }
-            std::mem::take(&mut state.pending)
+            state.pending.drain()
         };
         self.requests.close();
         self.control.close();
-        for pending in leftover.into_values() {
+        for pending in leftover {
             if let Some(key) = pending.timer {
                 timer::cancel(key);
             }
@@ -195,7 +196,7 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
             control_tx: channels.control,
             state: Mutex::new(WorkerState {
                 phase: Phase::Running,
-                pending: HashMap::new(),
+                pending: PendingTable::new(),
                 abandoned: HashSet::new(),
                 kill_reason: None,
                 exit_hook: None,
@@ -203,7 +204,6 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
                 shutdown_deadline: None,
             }),
             turns: ReadTurns::new(receiver.to(), channels.turns_socket),
-            next_id: AtomicU64::new(0),
             next_control: AtomicU64::new(0),
             settings,
             this: this.clone(),
@@ -224,16 +224,17 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
                 });
             }
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(Slot::new());
         let deadline = timeout.map(|t| Instant::now() + t);
-        {
+        let id = {
             let mut state = lock(&self.state);
             match &state.phase {
                 Phase::Running => {}
                 Phase::Crashed(report) => return Err(RunError::Crashed(report.clone())),
                 Phase::ShuttingDown | Phase::Closed => return Err(self.shut_down()),
             }
+            // Ids are handed out under the lock, so the table sees them in order.
+            let id = state.pending.next_id();
             let timer = match (deadline, timeout) {
                 (Some(deadline), Some(timeout)) => {
                     let this = self.this.clone();
@@ -248,14 +249,11 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
                 }
                 _ => None,
             };
-            state.pending.insert(
-                id,
-                Pending {
-                    slot: slot.clone(),
-                    timer,
-                },
-            );
-        }
+            state.pending.push(Pending {
+                slot: slot.clone(),
+                timer,
+            })
+        };
         if self.requests.push(id, Job::Run(request)) {
             self.flush_requests();
         }
@@ -305,7 +303,7 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
             let mut state = lock(&self.state);
             batch
                 .iter()
-                .filter_map(|(id, _)| state.pending.remove(id))
+                .filter_map(|(id, _)| state.pending.remove(*id))
                 .collect()
         };
         drop(batch);
@@ -368,7 +366,7 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
 
     /// The timer's action when request `id` is not answered within `timeout`. Never blocks.
     fn expire(&self, id: u64, timeout: Duration) {
-        let Some(pending) = lock(&self.state).pending.remove(&id) else {
+        let Some(pending) = lock(&self.state).pending.remove(id) else {
             return;
         };
         pending.slot.complete(Err(RunError::TimedOut {
@@ -416,8 +414,10 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
             }
             for answer in answers {
                 let id = answer.id();
-                state.abandoned.remove(&id);
-                if let Some(pending) = state.pending.remove(&id) {
+                if !state.abandoned.is_empty() {
+                    state.abandoned.remove(&id);
+                }
+                if let Some(pending) = state.pending.remove(id) {
                     done.push((pending, answer));
                 }
             }
@@ -492,12 +492,12 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
             if let Some(report) = &report {
                 state.phase = Phase::Crashed(report.clone());
             }
-            std::mem::take(&mut state.pending)
+            state.pending.drain()
         };
         if let Some(report) = &report {
             tracing::warn!(worker = %self.process.name, "{report}");
         }
-        for pending in leftover.into_values() {
+        for pending in leftover {
             if let Some(key) = pending.timer {
                 timer::cancel(key);
             }
@@ -524,7 +524,7 @@ impl<I: IpcValue, O: IpcValue> Link<O> for Connection<I, O> {
     }
 
     fn abandon(&self, id: u64) {
-        let Some(pending) = lock(&self.state).pending.remove(&id) else {
+        let Some(pending) = lock(&self.state).pending.remove(id) else {
             return;
         };
         if let Some(key) = pending.timer {

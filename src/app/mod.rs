@@ -8,6 +8,7 @@
 //!   threads and the timer share about one worker: its requests in flight and how it ended.
 //! - `read.rs`: who reads a worker's channel, and when.
 //! - `lane.rs`: what is queued for one of a worker's channels, and who sends it.
+//! - `pending.rs`: the requests in flight of one worker, by id.
 //! - `reply.rs`: [`Reply`], the response to one request, as a future or blocking.
 //! - `timer.rs`: the process-wide thread that fires request deadlines.
 //! - `pool.rs`: [`WorkerPool`], several supervised workers of one kind.
@@ -15,6 +16,7 @@
 mod builder;
 mod connection;
 mod lane;
+mod pending;
 mod pool;
 mod read;
 mod reply;
