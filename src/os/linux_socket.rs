@@ -320,3 +320,106 @@ mod tests {
         assert!(check_packet(&header(24, 8), 24, libc::MSG_CTRUNC, &[], limit).is_err());
     }
 }
+
+/// An epoll set that watches a control socket always, and a request socket only while armed
+/// (one-shot): a worker's control thread learns that requests wait while no handler thread reads
+/// them, without any thread having to wake another for every request.
+pub(crate) struct Watch {
+    epoll: std::os::fd::OwnedFd,
+    requests: i32,
+}
+
+/// What became readable.
+pub(crate) struct Ready {
+    pub(crate) control: bool,
+    pub(crate) requests: bool,
+}
+
+const CONTROL_TOKEN: u64 = 1;
+const REQUESTS_TOKEN: u64 = 2;
+
+impl Watch {
+    pub(crate) fn new(control: i32, requests: i32) -> Option<Watch> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: epoll_create1 returns a new descriptor owned here, or -1.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        let epoll = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let watch = Watch { epoll, requests };
+        (watch.ctl(
+            libc::EPOLL_CTL_ADD,
+            control,
+            libc::EPOLLIN as u32,
+            CONTROL_TOKEN,
+        ) && watch.ctl(
+            libc::EPOLL_CTL_ADD,
+            requests,
+            libc::EPOLLONESHOT as u32,
+            REQUESTS_TOKEN,
+        ))
+        .then_some(watch)
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: i32, events: u32, token: u64) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut event = libc::epoll_event { events, u64: token };
+        // SAFETY: epoll_ctl on descriptors this process holds, with a valid event.
+        unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut event) == 0 }
+    }
+
+    /// Reports the request socket once, as soon as it is readable (at once if it is now).
+    pub(crate) fn arm(&self) {
+        self.ctl(
+            libc::EPOLL_CTL_MOD,
+            self.requests,
+            (libc::EPOLLIN | libc::EPOLLONESHOT) as u32,
+            REQUESTS_TOKEN,
+        );
+    }
+
+    /// Stops reporting the request socket.
+    pub(crate) fn disarm(&self) {
+        self.ctl(
+            libc::EPOLL_CTL_MOD,
+            self.requests,
+            libc::EPOLLONESHOT as u32,
+            REQUESTS_TOKEN,
+        );
+    }
+
+    /// Waits until the control socket, or the armed request socket, is readable.
+    pub(crate) fn wait(&self) -> Ready {
+        use std::os::fd::AsRawFd;
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        loop {
+            // SAFETY: epoll_wait writes at most `events.len()` events into `events`.
+            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 2, -1) };
+            if n < 0 {
+                // Interrupted; any other failure leaves nothing to wait on but the control
+                // socket, which a blocking read then serves.
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Ready {
+                    control: true,
+                    requests: false,
+                };
+            }
+            let mut ready = Ready {
+                control: false,
+                requests: false,
+            };
+            for event in &events[..n as usize] {
+                match event.u64 {
+                    CONTROL_TOKEN => ready.control = true,
+                    REQUESTS_TOKEN => ready.requests = true,
+                    _ => {}
+                }
+            }
+            return ready;
+        }
+    }
+}

@@ -70,6 +70,14 @@ pub(crate) struct Framed<T> {
     pub(crate) len: usize,
 }
 
+// Not derived: `T` need not be `Debug` (and `ipc-channel`'s handles show their descriptor only
+// through `Debug`, see `Socket::find`).
+impl<T> fmt::Debug for Framed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Framed").field("len", &self.len).finish()
+    }
+}
+
 const INLINE: u8 = 0;
 const SPILLED: u8 = 1;
 
@@ -264,6 +272,12 @@ impl Socket {
                 continue;
             }
         }
+    }
+
+    /// Watches `self` (a control channel) always, and `requests` while armed; see
+    /// `os::socket::Watch`. `None` where the platform has no such thing.
+    pub(crate) fn watch_with(self, requests: Socket) -> Option<imp::Watch> {
+        imp::Watch::new(self.fd, requests.fd)
     }
 
     /// Looks at the next message before `ipc-channel` reads it, waiting for one: `Err` says why

@@ -27,10 +27,11 @@ use ipc_channel::IpcError;
 use super::exit::{exit_now, exit_with, EXIT_CANNOT_SERVE, EXIT_PANIC, EXIT_PROTOCOL};
 use super::outbox::{Outbox, MAX_BATCH};
 use super::RequestArgs;
+use crate::os::socket::Watch;
 use crate::sync::lock;
 use crate::wire::hello::{Hello, RawBytes};
 use crate::wire::messages::{recv_guarded, Answer, Control, Job, Ready, ToAppRef};
-use crate::wire::transport::{Framed, FramedRef};
+use crate::wire::transport::{Framed, FramedRef, Socket};
 use crate::IpcValue;
 
 /// How long a panicking worker tries to report its panic before it exits anyway.
@@ -101,6 +102,13 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
     }
     let answers = connection.to_opaque();
     install_panic_hook(answers.clone());
+    // Where the platform allows, the control thread also notices requests that wait while no
+    // handler thread reads, so a thread that reads a request can run it without first waking
+    // another to read in its place.
+    let me = std::process::id();
+    let watch = Socket::find(&control_rx, me)
+        .zip(Socket::find(&request_rx, me))
+        .and_then(|(control, requests)| control.watch_with(requests));
 
     let loop_ = Arc::new(Loop {
         handler,
@@ -114,6 +122,7 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
             receiving: false,
             closing: false,
             ended: false,
+            reader_armed: false,
             last_id: None,
             early_cancels: std::collections::HashSet::new(),
         }),
@@ -121,6 +130,7 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
         drained: Condvar::new(),
         parallelism,
         limit: queue_limit,
+        watch,
     });
     let control_loop = loop_.clone();
     let control_thread = thread::Builder::new()
@@ -169,6 +179,8 @@ struct Loop<I, O> {
     drained: Condvar,
     parallelism: usize,
     limit: QueueLimit,
+    /// Tells the control thread when requests wait while no handler thread reads them.
+    watch: Option<Watch>,
 }
 
 /// A received request, not started yet.
@@ -192,6 +204,8 @@ struct Jobs<I> {
     closing: bool,
     /// The request channel's `End` was read: no request follows.
     ended: bool,
+    /// Nobody reads the request channel, and the control thread is watching it instead.
+    reader_armed: bool,
     /// The highest request id received so far: requests arrive in id order.
     last_id: Option<u64>,
     /// Cancellations of requests not received yet. The control channel can overtake the request
@@ -248,6 +262,13 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                     }
                     if !jobs.receiving && !jobs.ended && jobs.has_room(self.limit) {
                         jobs.receiving = true;
+                        if jobs.reader_armed {
+                            // This thread reads now: the control thread need not watch.
+                            jobs.reader_armed = false;
+                            if let Some(watch) = &self.watch {
+                                watch.disarm();
+                            }
+                        }
                         break Next::Receive;
                     }
                     jobs = self
@@ -299,7 +320,10 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                     let share = len / items.len().max(1);
                     for (id, job) in items {
                         match job {
-                            Job::Run(_) if jobs.early_cancels.remove(&id) => {
+                            Job::Run(_)
+                                if !jobs.early_cancels.is_empty()
+                                    && jobs.early_cancels.remove(&id) =>
+                            {
                                 jobs.last_id = Some(id);
                                 dropped.push(id);
                             }
@@ -326,11 +350,27 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                     &format!("cannot read a message from the app: {e}"),
                 ),
             }
-            (jobs.queue.len(), jobs.is_drained())
+            let queued = jobs.queue.len();
+            let takes_one = queued > 0 && jobs.running.len() < self.parallelism;
+            if let (Some(watch), true) = (&self.watch, takes_one) {
+                // This thread runs a request next: rather than wake another thread to read in
+                // its place, let the control thread wake one when a request comes.
+                if !jobs.ended && jobs.has_room(self.limit) {
+                    jobs.reader_armed = true;
+                    watch.arm();
+                }
+            }
+            (queued, jobs.is_drained())
         };
         // This thread takes one queued request (or reads again); wake one more thread for each
-        // other one, and so that someone reads while this thread handles.
-        for _ in 0..queued.min(self.parallelism + 1) {
+        // other one, and (without a watch) so that someone reads while this thread handles.
+        let readers = usize::from(self.watch.is_none());
+        for _ in 0..queued
+            .saturating_sub(1)
+            .min(self.parallelism)
+            .saturating_add(readers)
+            .min(queued)
+        {
             self.changed.notify_one();
         }
         if drained {
@@ -350,41 +390,62 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
         self.outbox.flush(|batch| self.send_answers(batch));
     }
 
-    /// The control thread: applies cancellations and the shutdown request as they come.
+    /// The control thread: applies cancellations and the shutdown request as they come, and
+    /// wakes a handler thread when requests wait while nobody reads them.
     fn control(&self, receiver: IpcReceiver<Vec<(u64, Control)>>) {
+        let Some(watch) = &self.watch else {
+            loop {
+                match recv_guarded(&receiver) {
+                    Ok(items) => self.apply(items),
+                    Err(e) => control_failed(e),
+                }
+            }
+        };
         loop {
-            let items = match recv_guarded(&receiver) {
-                Ok(items) => items,
-                // The app is gone: nobody is waiting for answers.
-                Err(IpcError::Disconnected) => std::process::exit(0),
-                Err(e) => exit_with(
-                    EXIT_PROTOCOL,
-                    &format!("cannot read a control message from the app: {e}"),
-                ),
-            };
-            let mut dropped = Vec::new();
-            {
+            let ready = watch.wait();
+            if ready.requests {
                 let mut jobs = lock(&self.jobs);
-                for (_, item) in items {
-                    match item {
-                        Control::Cancel(id) => {
-                            if let Some(flag) = jobs.running.get(&id) {
-                                flag.store(true, Ordering::Relaxed);
-                            } else if jobs.withdraw(id) {
-                                dropped.push(id);
-                            } else if jobs.last_id.is_none_or(|last| id > last) {
-                                jobs.early_cancels.insert(id);
-                            }
-                        }
-                        Control::Shutdown => jobs.closing = true,
+                jobs.reader_armed = false;
+                if !jobs.receiving && !jobs.ended && jobs.has_room(self.limit) {
+                    drop(jobs);
+                    self.changed.notify_one();
+                }
+            }
+            if ready.control {
+                loop {
+                    match receiver.try_recv() {
+                        Ok(items) => self.apply(items),
+                        Err(ipc_channel::TryRecvError::Empty) => break,
+                        Err(ipc_channel::TryRecvError::IpcError(e)) => control_failed(e),
                     }
                 }
             }
-            if !dropped.is_empty() {
-                // Room in the queue: a thread may read again.
-                self.changed.notify_all();
-                self.answer_cancelled(dropped);
+        }
+    }
+
+    fn apply(&self, items: Vec<(u64, Control)>) {
+        let mut dropped = Vec::new();
+        {
+            let mut jobs = lock(&self.jobs);
+            for (_, item) in items {
+                match item {
+                    Control::Cancel(id) => {
+                        if let Some(flag) = jobs.running.get(&id) {
+                            flag.store(true, Ordering::Relaxed);
+                        } else if jobs.withdraw(id) {
+                            dropped.push(id);
+                        } else if jobs.last_id.is_none_or(|last| id > last) {
+                            jobs.early_cancels.insert(id);
+                        }
+                    }
+                    Control::Shutdown => jobs.closing = true,
+                }
             }
+        }
+        if !dropped.is_empty() {
+            // Room in the queue: a thread may read again.
+            self.changed.notify_all();
+            self.answer_cancelled(dropped);
         }
     }
 
@@ -415,6 +476,17 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
             // The app is gone.
             Err(_) => std::process::exit(0),
         }
+    }
+}
+
+/// The control channel failed: the app is gone (exit quietly) or broke the protocol.
+fn control_failed(error: IpcError) -> ! {
+    match error {
+        IpcError::Disconnected => std::process::exit(0),
+        e => exit_with(
+            EXIT_PROTOCOL,
+            &format!("cannot read a control message from the app: {e}"),
+        ),
     }
 }
 

@@ -79,7 +79,7 @@ fn a_worker_process_that_runs_app_code_refuses_to_start_workers() {
         StartError::ExitedBeforeHandshake { exit, stderr, .. } => {
             assert_eq!(exit.code, Some(1));
             assert!(
-                stderr.contains("start failed: this process was started as worker `misbehave` but does not serve it"),
+                stderr.contains("start failed: this process was started as worker `misbehave` (BINCREW_WORKER=misbehave) but does not serve it"),
                 "{stderr}"
             );
         }
