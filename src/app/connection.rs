@@ -28,7 +28,7 @@ use super::pending::PendingTable;
 use super::read::{Inbox, ReadTurns};
 use super::reply::{Link, Slot};
 use super::timer::{self, TimerKey};
-use crate::error::{RunError, ShutdownError, WorkerCrashError};
+use crate::error::{RunError, WorkerCrashError};
 use crate::process::Process;
 use crate::sync::lock;
 use crate::wire::messages::{Answer, Control, Job};
@@ -46,23 +46,20 @@ pub(crate) struct Settings {
     pub(crate) max_message: usize,
 }
 
-/// How long the reader waits for a worker that closed its channel to exit by itself.
-const EXIT_GRACE: Duration = Duration::from_secs(2);
-
 pub(crate) struct Connection<I, O> {
     pub(super) process: Process,
-    requests: Lane<Job<I>>,
-    control: Lane<Control>,
+    pub(super) requests: Lane<Job<I>>,
+    pub(super) control: Lane<Control>,
     /// `IpcSender<FramedRef<[(u64, Job<I>)]>>`.
-    request_tx: OpaqueIpcSender,
+    pub(super) request_tx: OpaqueIpcSender,
     /// `IpcSender<[(u64, Control)]>`.
-    control_tx: OpaqueIpcSender,
+    pub(super) control_tx: OpaqueIpcSender,
     pub(super) state: Mutex<WorkerState<O>>,
     pub(super) turns: ReadTurns<O>,
-    next_control: AtomicU64,
+    pub(super) next_control: AtomicU64,
     pub(super) settings: Settings,
     /// Itself, for the threads and timers it starts.
-    this: Weak<Connection<I, O>>,
+    pub(super) this: Weak<Connection<I, O>>,
 }
 
 pub(super) struct WorkerState<O> {
@@ -70,22 +67,22 @@ pub(super) struct WorkerState<O> {
     /// Requests in flight (queued or sent), by id; ids are handed out here.
     pub(super) pending: PendingTable<Pending<O>>,
     /// Requests that timed out and were cancelled, which the worker has not answered yet.
-    abandoned: HashSet<u64>,
+    pub(super) abandoned: HashSet<u64>,
     /// Why the app killed the worker, when it did.
-    kill_reason: Option<String>,
+    pub(super) kill_reason: Option<String>,
     /// Called once the worker's channel has ended and its fate is known (pools restart it).
-    exit_hook: Option<Box<dyn FnOnce() + Send>>,
+    pub(super) exit_hook: Option<Box<dyn FnOnce() + Send>>,
     /// The worker reported a panic: nothing it sends after that is trusted.
-    panicked: bool,
+    pub(super) panicked: bool,
     /// When a shutdown's grace period ends.
-    shutdown_deadline: Option<Instant>,
+    pub(super) shutdown_deadline: Option<Instant>,
 }
 
 /// One request in flight.
 pub(super) struct Pending<O> {
-    slot: Arc<Slot<O>>,
+    pub(super) slot: Arc<Slot<O>>,
     /// Its deadline on the timer, removed when it is answered.
-    timer: Option<TimerKey>,
+    pub(super) timer: Option<TimerKey>,
 }
 
 pub(super) enum Phase {
@@ -123,46 +120,6 @@ impl<I, O> Connection<I, O> {
             Phase::Crashed(report) => Some(report.clone()),
             _ => None,
         }
-    }
-
-    /// Kills the process; the reader then reports the crash with `reason`.
-    pub(super) fn kill(&self, reason: String) {
-        lock(&self.state).kill_reason.get_or_insert(reason);
-        self.process.kill();
-    }
-
-    /// Calls `hook` once the worker has exited and its requests were failed (at once if that
-    /// already happened).
-    pub(super) fn on_exit(&self, hook: Box<dyn FnOnce() + Send>) {
-        let mut state = lock(&self.state);
-        if matches!(state.phase, Phase::Crashed(_)) {
-            drop(state);
-            hook();
-        } else {
-            state.exit_hook = Some(hook);
-        }
-    }
-
-    /// The `Worker` was dropped: fail what is in flight, stop sending, kill the process. Never
-    /// waits: the process is reaped elsewhere.
-    pub(super) fn close(&self) {
-        let leftover = {
-            let mut state = lock(&self.state);
-            if matches!(state.phase, Phase::Running | Phase::ShuttingDown) {
-                state.phase = Phase::Closed;
-            }
-            state.pending.drain()
-        };
-        self.requests.close();
-        self.control.close();
-        for pending in leftover {
-            if let Some(key) = pending.timer {
-                timer::cancel(key);
-            }
-            pending.slot.complete(Err(self.shut_down()));
-        }
-        self.wake_waiters();
-        self.process.kill();
     }
 
     /// Requests in flight.
@@ -276,7 +233,7 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
         }
     }
 
-    fn push_control(&self, control: Control) {
+    pub(super) fn push_control(&self, control: Control) {
         let key = self.next_control.fetch_add(1, Ordering::Relaxed);
         let _ = self.control.push(key, control);
         self.flush_control();
@@ -317,51 +274,6 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
             }));
         }
         self.wake_waiters();
-    }
-
-    pub(super) fn begin_shutdown(&self) -> Result<(), ShutdownError> {
-        {
-            let mut state = lock(&self.state);
-            match &state.phase {
-                Phase::Running => {
-                    state.phase = Phase::ShuttingDown;
-                    state.shutdown_deadline = Some(Instant::now() + self.settings.shutdown_grace);
-                }
-                Phase::Crashed(report) => return Err(ShutdownError::Crashed(report.clone())),
-                Phase::ShuttingDown | Phase::Closed => return Ok(()),
-            }
-        }
-        // The worker learns of it at once on the control channel, and `End` follows every
-        // request made before it on the request channel. A worker that is already gone has
-        // its fate told by the wait.
-        let _ = self.requests.push(u64::MAX, Job::End);
-        self.flush_requests();
-        self.push_control(Control::Shutdown);
-        Ok(())
-    }
-
-    pub(super) fn wait_shutdown(&self) -> Result<(), ShutdownError> {
-        let grace = self.settings.shutdown_grace;
-        let deadline = lock(&self.state)
-            .shutdown_deadline
-            .unwrap_or_else(|| Instant::now() + grace);
-        match self.process.wait_deadline(deadline) {
-            Some(exit) if exit.success() => Ok(()),
-            Some(exit) => Err(ShutdownError::Crashed(
-                self.crash_error()
-                    .unwrap_or_else(|| Arc::new(self.process.crash_report(Some(exit), None))),
-            )),
-            None => {
-                // Killed, then reaped: a stopped or stuck process dies at once of SIGKILL; a
-                // process stuck in the kernel is left to the reaper after a moment.
-                self.process.kill();
-                let _ = self.process.wait_deadline(Instant::now() + EXIT_GRACE);
-                Err(ShutdownError::Killed {
-                    worker: self.process.name.clone(),
-                    grace,
-                })
-            }
-        }
     }
 
     /// The timer's action when request `id` is not answered within `timeout`. Never blocks.
@@ -442,71 +354,6 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
     pub(super) fn panicked(&self, message: String, location: Option<String>) {
         self.process.record_panic(message, location);
         lock(&self.state).panicked = true;
-    }
-
-    /// Called by whoever read the end of the worker's channel, cleanly or not.
-    pub(super) fn finish(&self, protocol_error: Option<String>) {
-        self.requests.close();
-        self.control.close();
-        self.settle(protocol_error);
-        let hook = lock(&self.state).exit_hook.take();
-        if let Some(hook) = hook {
-            hook();
-        }
-    }
-
-    /// Decides how the worker ended and fails what is still in flight.
-    fn settle(&self, protocol_error: Option<String>) {
-        let (shutting_down, kill_reason) = {
-            let state = lock(&self.state);
-            let shutting_down = match state.phase {
-                Phase::Closed | Phase::Crashed(_) => return,
-                Phase::ShuttingDown => true,
-                Phase::Running => false,
-            };
-            (shutting_down, state.kill_reason.clone())
-        };
-        if protocol_error.is_some() {
-            self.process.kill();
-        }
-        let mut killed_by_app = protocol_error
-            .map(|e| format!("it broke the protocol: {e}"))
-            .or(kill_reason);
-        let exit = match self.process.wait_deadline(Instant::now() + EXIT_GRACE) {
-            Some(exit) => Some(exit),
-            None => {
-                killed_by_app.get_or_insert_with(|| {
-                    "it broke the protocol: it closed its channel but kept running".into()
-                });
-                self.process.kill();
-                self.process.wait()
-            }
-        };
-        let clean = shutting_down && killed_by_app.is_none() && exit.is_some_and(|e| e.success());
-        let report = (!clean).then(|| Arc::new(self.process.crash_report(exit, killed_by_app)));
-        let leftover = {
-            let mut state = lock(&self.state);
-            if matches!(state.phase, Phase::Closed) {
-                return;
-            }
-            if let Some(report) = &report {
-                state.phase = Phase::Crashed(report.clone());
-            }
-            state.pending.drain()
-        };
-        if let Some(report) = &report {
-            tracing::warn!(worker = %self.process.name, "{report}");
-        }
-        for pending in leftover {
-            if let Some(key) = pending.timer {
-                timer::cancel(key);
-            }
-            // A clean exit after a shutdown: requests made after it fail as shut down.
-            pending.slot.complete(Err(match &report {
-                Some(report) => RunError::Crashed(report.clone()),
-                None => self.shut_down(),
-            }));
-        }
     }
 }
 

@@ -7,11 +7,13 @@
 //! - `connection.rs`: `Connection`, what a `Worker`, its replies, its reader thread, its writer
 //!   threads and the timer share about one worker: its requests in flight and how it ended.
 //! - `read.rs`: who reads a worker's channel, and when.
+//! - `settle.rs`: how a worker's end is settled (a kill, a shutdown, a drop, its channel's end).
 //! - `lane.rs`: what is queued for one of a worker's channels, and who sends it.
 //! - `pending.rs`: the requests in flight of one worker, by id.
 //! - `reply.rs`: [`Reply`], the response to one request, as a future or blocking.
 //! - `timer.rs`: the process-wide thread that fires request deadlines.
 //! - `pool.rs`: [`WorkerPool`], several supervised workers of one kind.
+//! - `restart.rs`: when a pool restarts a crashed worker, and when it gives up.
 
 mod builder;
 mod connection;
@@ -20,6 +22,8 @@ mod pending;
 mod pool;
 mod read;
 mod reply;
+mod restart;
+mod settle;
 mod timer;
 mod worker;
 

@@ -12,8 +12,9 @@ use std::io;
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use super::Launch;
 use crate::error::ExitInfo;
-use crate::process::{lock, Launch};
+use crate::sync::lock;
 
 /// A worker process started by [`spawn`].
 pub(crate) struct Child {

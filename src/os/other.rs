@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::UNIX_EPOCH;
 
+#[path = "launch.rs"]
+mod launch;
+pub(crate) use launch::Launch;
+
 #[path = "duct_spawn.rs"]
 mod duct_spawn;
 pub(crate) use duct_spawn::{spawn, Child};

@@ -26,6 +26,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 
+#[path = "launch.rs"]
+mod launch;
+pub(crate) use launch::Launch;
+
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
 mod linux;

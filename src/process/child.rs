@@ -1,7 +1,6 @@
 //! [`Process`]: the handle on a started worker process.
 
 use std::ffi::OsString;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,18 +9,6 @@ use crate::sync::lock;
 
 use super::stderr::StderrTail;
 use super::{Spec, STDERR_GRACE};
-
-/// What the platform spawns: see `os/unix.rs` for what every backend does with it.
-pub(crate) struct Launch<'a> {
-    pub(crate) program: &'a Path,
-    pub(crate) args: &'a [OsString],
-    /// The whole environment, nothing inherited besides.
-    pub(crate) env: Vec<(OsString, OsString)>,
-    /// Discard stdout instead of sharing the app's.
-    pub(crate) quiet_stdout: bool,
-    /// The write end of the stderr pipe, closed by the app once the process has its copy.
-    pub(crate) stderr: std::io::PipeWriter,
-}
 
 /// A started worker process: its handle, its stderr and what it reported before dying.
 ///
@@ -46,7 +33,7 @@ impl Process {
             source,
         };
         let (stderr_read, stderr_write) = std::io::pipe().map_err(spawn_error)?;
-        let child = crate::os::spawn(Launch {
+        let child = crate::os::spawn(crate::os::Launch {
             program: &spec.program,
             args: &spec.args,
             env,

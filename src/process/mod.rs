@@ -47,7 +47,7 @@ mod child;
 mod handshake;
 mod stderr;
 
-pub(crate) use child::{Launch, Process};
+pub(crate) use child::Process;
 use handshake::{accept_connection, Handshake};
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
