@@ -9,7 +9,7 @@ use ipc_channel::ipc::IpcSender;
 use crate::build::BuildInfo;
 use crate::error::{ExitInfo, StartError};
 use crate::process::{self, Check, Spec, Started};
-use crate::wire::messages::{Control, Job};
+use crate::wire::messages::{Control, Job, RequestBatch};
 use crate::wire::transport::FramedRef;
 
 /// The worker name a probe asks for, which no binary serves: the binary answers with the names
@@ -122,7 +122,7 @@ pub fn probe_worker(exe: &Path, name: &str, timeout: Duration) -> Result<WorkerP
     // `Shutdown` and `End` do not involve the request type: any view of the channels encodes
     // them alike.
     let control: IpcSender<Vec<(u64, Control)>> = connected.control.to();
-    let requests: IpcSender<FramedRef<'_, [(u64, Job<()>)]>> = connected.requests.to();
+    let requests: IpcSender<RequestBatch<'_, ()>> = connected.requests.to();
     let failed = |reason: String| StartError::Handshake {
         worker: name.to_owned(),
         exe: PathBuf::from(exe),

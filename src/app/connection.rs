@@ -31,7 +31,7 @@ use super::timer::{self, TimerKey};
 use crate::error::{RunError, WorkerCrashError};
 use crate::process::Process;
 use crate::sync::lock;
-use crate::wire::messages::{Answer, Control, Job};
+use crate::wire::messages::{Answer, Control, Job, RequestBatch};
 use crate::wire::transport::{FramedRef, Sent, Socket};
 use crate::IpcValue;
 
@@ -91,6 +91,13 @@ pub(super) enum Phase {
     Crashed(Arc<WorkerCrashError>),
     /// The `Worker` was dropped.
     Closed,
+}
+
+/// A request just made: where its result goes, its id and its deadline.
+pub(super) struct Made<O> {
+    pub(super) slot: Arc<Slot<O>>,
+    pub(super) id: u64,
+    pub(super) deadline: Option<Instant>,
 }
 
 /// The channels of a worker that completed its handshake.
@@ -168,11 +175,7 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
     }
 
     /// Queues a request; its slot, id and deadline, or the error it fails with at once.
-    pub(super) fn run(
-        &self,
-        request: I,
-        timeout: Option<Duration>,
-    ) -> Result<(Arc<Slot<O>>, u64, Option<Instant>), RunError> {
+    pub(super) fn run(&self, request: I, timeout: Option<Duration>) -> Result<Made<O>, RunError> {
         if let Some(limit) = self.settings.max_pending {
             if self.requests.len() >= limit {
                 return Err(RunError::Overloaded {
@@ -192,6 +195,7 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
             }
             // Ids are handed out under the lock, so the table sees them in order.
             let id = state.pending.next_id();
+            // Lock order: `state`, then the timer's actions.
             let timer = match (deadline, timeout) {
                 (Some(deadline), Some(timeout)) => {
                     let this = self.this.clone();
@@ -214,7 +218,7 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
         if self.requests.push(id, Job::Run(request)) {
             self.flush_requests();
         }
-        Ok((slot, id, deadline))
+        Ok(Made { slot, id, deadline })
     }
 
     pub(super) fn flush_requests(&self) {
@@ -419,7 +423,7 @@ struct RequestSink<'a, I, O>(&'a Connection<I, O>);
 
 impl<I: IpcValue, O: IpcValue> Sink<Job<I>> for RequestSink<'_, I, O> {
     fn send(&self, batch: &[(u64, Job<I>)]) -> Sent {
-        let sender: IpcSender<FramedRef<'_, [(u64, Job<I>)]>> = self.0.request_tx.clone().to();
+        let sender: IpcSender<RequestBatch<'_, I>> = self.0.request_tx.clone().to();
         Sent::from_result(sender.send(FramedRef(batch)))
     }
 

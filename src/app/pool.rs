@@ -324,7 +324,7 @@ impl<I: IpcValue, O: IpcValue> PoolInner<I, O> {
         }));
     }
 
-    /// The least-loaded worker that is up.
+    /// The least-loaded worker that is up. Lock order: the pool's state, then each worker's.
     fn pick(state: &PoolState<I, O>) -> Option<Arc<Worker<I, O>>> {
         state
             .slots

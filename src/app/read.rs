@@ -304,3 +304,169 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize> ReadTurns<O> {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The read-turn protocol against a real channel, with an inbox that stands in for a
+    //! `Connection`. Every assertion is on outcomes (who got which answer, what ended how),
+    //! never on time.
+
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::thread;
+
+    use ipc_channel::ipc::{self, IpcSender};
+
+    use super::*;
+    use crate::wire::messages::ToAppRef;
+    use crate::wire::transport::FramedRef;
+
+    struct FakeInbox {
+        turns: ReadTurns<u32>,
+        pending: Mutex<HashMap<u64, Arc<Slot<u32>>>>,
+        finished: Mutex<Vec<Option<String>>>,
+    }
+
+    impl Inbox<u32> for FakeInbox {
+        fn turns(&self) -> &ReadTurns<u32> {
+            &self.turns
+        }
+        fn max_message(&self) -> usize {
+            1 << 20
+        }
+        fn answer(&self, answers: Vec<Answer<u32>>) {
+            for answer in answers {
+                if let (Answer::Done { id, response }, Some(slot)) =
+                    (&answer, lock(&self.pending).remove(&answer.id()))
+                {
+                    let _ = id;
+                    slot.complete(Ok(*response));
+                }
+            }
+        }
+        fn panicked(&self, _message: String, _location: Option<String>) {}
+        fn finish(&self, protocol_error: Option<String>) {
+            lock(&self.finished).push(protocol_error);
+            for (_, slot) in lock(&self.pending).drain() {
+                slot.complete(Err(self.shut_down()));
+            }
+        }
+        fn has_pending(&self) -> bool {
+            !lock(&self.pending).is_empty()
+        }
+        fn shut_down(&self) -> RunError {
+            RunError::ShutDown {
+                worker: "fake".into(),
+            }
+        }
+    }
+
+    type Answers = IpcSender<FramedRef<'static, ToAppRef<'static, u32>>>;
+
+    fn setup() -> (Arc<FakeInbox>, Answers) {
+        let (tx, rx) = ipc::channel::<Framed<ToApp<u32>>>().expect("channel");
+        let socket = Socket::find(&rx, std::process::id());
+        let inbox = Arc::new(FakeInbox {
+            turns: ReadTurns::new(rx, socket),
+            pending: Mutex::new(HashMap::new()),
+            finished: Mutex::new(Vec::new()),
+        });
+        (inbox, tx.to_opaque().to())
+    }
+
+    fn pending(inbox: &FakeInbox, id: u64) -> Arc<Slot<u32>> {
+        let slot = Arc::new(Slot::new());
+        lock(&inbox.pending).insert(id, slot.clone());
+        slot
+    }
+
+    fn answer(tx: &Answers, id: u64, response: u32) {
+        let answers = [Answer::Done { id, response }];
+        // The frame only borrows: extend the borrow for the channel's `'static` type.
+        let tx: IpcSender<FramedRef<'_, ToAppRef<'_, u32>>> = tx.clone().to_opaque().to();
+        tx.send(FramedRef(&ToAppRef::Answers(&answers)))
+            .expect("send");
+    }
+
+    #[test]
+    fn a_waiter_reads_its_own_answer_and_answers_for_others_reach_them() {
+        let (inbox, tx) = setup();
+        let (a, b) = (pending(&inbox, 1), pending(&inbox, 2));
+        let waiter_b = {
+            let inbox = inbox.clone();
+            thread::spawn(move || inbox.turns.wait(&*inbox, &b, None))
+        };
+        // B's waiter holds the turn, or will: the answer to A is read by it and put in A's slot.
+        answer(&tx, 1, 10);
+        answer(&tx, 2, 20);
+        assert_eq!(waiter_b.join().expect("joins").expect("answered"), 20);
+        assert_eq!(inbox.turns.wait(&*inbox, &a, None).expect("answered"), 10);
+        assert!(lock(&inbox.finished).is_empty());
+    }
+
+    #[test]
+    fn a_waiter_gives_the_turn_back_at_its_deadline_and_another_reads_after_it() {
+        let (inbox, tx) = setup();
+        let (late, other) = (pending(&inbox, 1), pending(&inbox, 2));
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let waiter = {
+            let inbox = inbox.clone();
+            let late = late.clone();
+            thread::spawn(move || inbox.turns.wait(&*inbox, &late, Some(deadline)))
+        };
+        // What the timer does at the deadline: fail the request and wake the waiters.
+        while Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        if lock(&inbox.pending).remove(&1).is_some() {
+            late.complete(Err(RunError::TimedOut {
+                worker: "fake".into(),
+                timeout: Duration::from_millis(50),
+            }));
+        }
+        inbox.turns.wake_waiters();
+        assert!(matches!(
+            waiter.join().expect("joins"),
+            Err(RunError::TimedOut { .. })
+        ));
+        // The turn was given back: another waiter reads its own answer.
+        answer(&tx, 2, 22);
+        assert_eq!(
+            inbox.turns.wait(&*inbox, &other, None).expect("answered"),
+            22
+        );
+    }
+
+    #[test]
+    fn the_reader_thread_reads_for_futures_and_the_end_settles_once() {
+        let (inbox, tx) = setup();
+        let future_slot = pending(&inbox, 7);
+        let reader = {
+            let inbox: Arc<dyn Inbox<u32>> = inbox.clone();
+            thread::spawn(move || ReadTurns::read_loop(inbox))
+        };
+        inbox.turns.future_waits();
+        answer(&tx, 7, 70);
+        // Nobody waits on this slot: only the reader thread can have filled it.
+        let mut result = None;
+        while result.is_none() {
+            result = future_slot.take();
+            thread::yield_now();
+        }
+        assert_eq!(result.expect("taken").expect("answered"), 70);
+
+        let stuck = pending(&inbox, 8);
+        let waiter = {
+            let inbox = inbox.clone();
+            thread::spawn(move || inbox.turns.wait(&*inbox, &stuck, None))
+        };
+        // The worker goes away: every waiter returns, the end is settled once.
+        drop(tx);
+        assert!(matches!(
+            waiter.join().expect("joins"),
+            Err(RunError::ShutDown { .. })
+        ));
+        reader.join().expect("the reader thread ends");
+        assert_eq!(*lock(&inbox.finished), vec![None]);
+    }
+}

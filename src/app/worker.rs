@@ -142,7 +142,7 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
     /// Same as [`run`](Self::run), with a timeout.
     pub fn run_with(&self, request: I, options: RunOptions) -> Reply<O> {
         match self.inner.run(request, options.timeout) {
-            Ok((slot, id, deadline)) => Reply::pending(slot, id, deadline, self.inner.clone()),
+            Ok(made) => Reply::pending(made.slot, made.id, made.deadline, self.inner.clone()),
             Err(error) => Reply::done(Err(error)),
         }
     }

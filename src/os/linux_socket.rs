@@ -292,35 +292,6 @@ fn check_packet(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn header(fragment: usize, total: usize) -> [u8; HEADER] {
-        let mut h = [0u8; HEADER];
-        h[..8].copy_from_slice(&fragment.to_ne_bytes());
-        h[8..].copy_from_slice(&total.to_ne_bytes());
-        h
-    }
-
-    #[test]
-    fn packets_ipc_channel_cannot_read_safely_are_refused() {
-        let limit = 1 << 20;
-        assert!(check_packet(&header(24, 8), 24, 0, &[], limit).is_ok());
-        // A total size of 1 TiB: `ipc-channel` would reserve it and abort.
-        let huge = check_packet(&header(24, 1 << 40), 24, 0, &[], limit).unwrap_err();
-        assert!(huge.contains("over the limit"), "{huge}");
-        // Fragments: `ipc-channel` would wait for the rest (or panic without its channel).
-        let fragments = check_packet(&header(24, 100), 24, 0, &[], limit).unwrap_err();
-        assert!(fragments.contains("in fragments"), "{fragments}");
-        // A header that lies about the packet: `ipc-channel` would wait for more.
-        assert!(check_packet(&header(99, 8), 24, 0, &[], limit).is_err());
-        assert!(check_packet(&header(0, 0), 8, 0, &[], limit).is_err());
-        assert!(check_packet(&header(24, 4), 24, 0, &[], limit).is_err());
-        assert!(check_packet(&header(24, 8), 24, libc::MSG_CTRUNC, &[], limit).is_err());
-    }
-}
-
 /// An epoll set that watches a control socket always, and a request socket only while armed
 /// (one-shot): a worker's control thread learns that requests wait while no handler thread reads
 /// them, without any thread having to wake another for every request.
@@ -421,5 +392,34 @@ impl Watch {
             }
             return ready;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(fragment: usize, total: usize) -> [u8; HEADER] {
+        let mut h = [0u8; HEADER];
+        h[..8].copy_from_slice(&fragment.to_ne_bytes());
+        h[8..].copy_from_slice(&total.to_ne_bytes());
+        h
+    }
+
+    #[test]
+    fn packets_ipc_channel_cannot_read_safely_are_refused() {
+        let limit = 1 << 20;
+        assert!(check_packet(&header(24, 8), 24, 0, &[], limit).is_ok());
+        // A total size of 1 TiB: `ipc-channel` would reserve it and abort.
+        let huge = check_packet(&header(24, 1 << 40), 24, 0, &[], limit).unwrap_err();
+        assert!(huge.contains("over the limit"), "{huge}");
+        // Fragments: `ipc-channel` would wait for the rest (or panic without its channel).
+        let fragments = check_packet(&header(24, 100), 24, 0, &[], limit).unwrap_err();
+        assert!(fragments.contains("in fragments"), "{fragments}");
+        // A header that lies about the packet: `ipc-channel` would wait for more.
+        assert!(check_packet(&header(99, 8), 24, 0, &[], limit).is_err());
+        assert!(check_packet(&header(0, 0), 8, 0, &[], limit).is_err());
+        assert!(check_packet(&header(24, 4), 24, 0, &[], limit).is_err());
+        assert!(check_packet(&header(24, 8), 24, libc::MSG_CTRUNC, &[], limit).is_err());
     }
 }

@@ -35,6 +35,9 @@ pub(crate) enum Job<I> {
     End,
 }
 
+/// What the request channel carries, as sent: a frame of `(id, job)` pairs.
+pub(crate) type RequestBatch<'a, I> = crate::wire::transport::FramedRef<'a, [(u64, Job<I>)]>;
+
 /// One item of the control channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Control {

@@ -312,7 +312,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
     fn receive(&self) {
         let message = recv_guarded(&lock(&self.receiver));
         let mut dropped = Vec::new();
-        let (queued, drained) = {
+        let (queued, lazy, drained) = {
             let mut jobs = lock(&self.jobs);
             jobs.receiving = false;
             match message {
@@ -351,26 +351,31 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                 ),
             }
             let queued = jobs.queue.len();
-            let takes_one = queued > 0 && jobs.running.len() < self.parallelism;
-            if let (Some(watch), true) = (&self.watch, takes_one) {
-                // This thread runs a request next: rather than wake another thread to read in
-                // its place, let the control thread wake one when a request comes.
-                if !jobs.ended && jobs.has_room(self.limit) {
+            // This thread runs the one request it read next: rather than wake another thread to
+            // read in its place, let the control thread wake one when a request comes. With more
+            // queued (requests in flight together), threads are woken to run and to read them.
+            let lazy = queued == 1
+                && jobs.running.len() < self.parallelism
+                && !jobs.ended
+                && jobs.has_room(self.limit);
+            let lazy = match (&self.watch, lazy) {
+                (Some(watch), true) => {
                     jobs.reader_armed = true;
                     watch.arm();
+                    true
                 }
-            }
-            (queued, jobs.is_drained())
+                _ => false,
+            };
+            (queued, lazy, jobs.is_drained())
         };
         // This thread takes one queued request (or reads again); wake one more thread for each
-        // other one, and (without a watch) so that someone reads while this thread handles.
-        let readers = usize::from(self.watch.is_none());
-        for _ in 0..queued
-            .saturating_sub(1)
-            .min(self.parallelism)
-            .saturating_add(readers)
-            .min(queued)
-        {
+        // other one, and one so that someone reads while this thread handles.
+        let wake = if lazy {
+            0
+        } else {
+            queued.min(self.parallelism + 1)
+        };
+        for _ in 0..wake {
             self.changed.notify_one();
         }
         if drained {
