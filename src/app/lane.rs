@@ -234,9 +234,9 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
 
-    struct Record(RefCell<Vec<Vec<u64>>>, RefCell<Vec<Sent>>);
+    struct Recorder(RefCell<Vec<Vec<u64>>>, RefCell<Vec<Sent>>);
 
-    impl Sink<u32> for Record {
+    impl Sink<u32> for Recorder {
         fn send(&self, batch: &[(u64, u32)]) -> Sent {
             let next = self.1.borrow_mut().pop().unwrap_or(Sent::Done);
             if matches!(next, Sent::Done) {
@@ -262,7 +262,7 @@ mod tests {
         for key in [4, 0, 6, 1, 2, 5, 3] {
             let _ = lane.push(key, 0);
         }
-        let sink = Record(RefCell::new(Vec::new()), RefCell::new(Vec::new()));
+        let sink = Recorder(RefCell::new(Vec::new()), RefCell::new(Vec::new()));
         assert!(matches!(lane.flush(&sink), Flushed::Done));
         assert_eq!(
             sink.0.into_inner(),
@@ -275,7 +275,7 @@ mod tests {
         let lane = lane(8);
         let _ = lane.push(1, 0);
         let _ = lane.push(2, 0);
-        let sink = Record(
+        let sink = Recorder(
             RefCell::new(Vec::new()),
             RefCell::new(vec![Sent::WouldBlock]),
         );

@@ -65,14 +65,14 @@ pub(crate) fn spawn(launch: Launch<'_>) -> io::Result<Child> {
 
 /// Runs the spawn on the main thread or the spawner thread (see the module docs).
 fn on_spawning_thread(prepared: Prepared) -> io::Result<libc::pid_t> {
-    type Job = Box<dyn FnOnce() + Send>;
-    static SPAWNER: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
+    type SpawnJob = Box<dyn FnOnce() + Send>;
+    static SPAWNER: OnceLock<Option<Mutex<mpsc::Sender<SpawnJob>>>> = OnceLock::new();
 
     if std::thread::current().name() == Some("main") {
         return prepared.spawn();
     }
     let spawner = SPAWNER.get_or_init(|| {
-        let (jobs, job_rx) = mpsc::channel::<Job>();
+        let (jobs, job_rx) = mpsc::channel::<SpawnJob>();
         std::thread::Builder::new()
             .name("bincrew-spawner".into())
             .spawn(move || {
@@ -84,7 +84,7 @@ fn on_spawning_thread(prepared: Prepared) -> io::Result<libc::pid_t> {
             .map(|_| Mutex::new(jobs))
     });
     let (result_tx, result_rx) = mpsc::channel();
-    let job: Job = Box::new(move || {
+    let job: SpawnJob = Box::new(move || {
         let _ = result_tx.send(prepared.spawn());
     });
     let unsent = match spawner {

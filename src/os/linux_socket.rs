@@ -301,7 +301,7 @@ pub(crate) struct Watch {
 }
 
 /// What became readable.
-pub(crate) struct Ready {
+pub(crate) struct Readable {
     pub(crate) control: bool,
     pub(crate) requests: bool,
 }
@@ -362,7 +362,7 @@ impl Watch {
     }
 
     /// Waits until the control socket, or the armed request socket, is readable.
-    pub(crate) fn wait(&self) -> Ready {
+    pub(crate) fn wait(&self) -> Readable {
         use std::os::fd::AsRawFd;
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
         loop {
@@ -374,12 +374,12 @@ impl Watch {
                 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Ready {
+                return Readable {
                     control: true,
                     requests: false,
                 };
             }
-            let mut ready = Ready {
+            let mut ready = Readable {
                 control: false,
                 requests: false,
             };

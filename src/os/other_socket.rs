@@ -33,7 +33,7 @@ pub(crate) fn check_packet_bytes(_packet: &[u8], _limit: usize) -> Result<(), St
 /// No epoll here: a worker hands reading to another thread for every request instead.
 pub(crate) struct Watch;
 
-pub(crate) struct Ready {
+pub(crate) struct Readable {
     pub(crate) control: bool,
     pub(crate) requests: bool,
 }
@@ -47,8 +47,8 @@ impl Watch {
 
     pub(crate) fn disarm(&self) {}
 
-    pub(crate) fn wait(&self) -> Ready {
-        Ready {
+    pub(crate) fn wait(&self) -> Readable {
+        Readable {
             control: true,
             requests: false,
         }

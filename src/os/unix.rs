@@ -141,22 +141,27 @@ pub(crate) fn die_with_parent(app_pid: Option<u32>) -> bool {
     }
 }
 
-type Sink = Box<dyn FnMut(Option<&[u8]>) + Send>;
+type StderrSink = Box<dyn FnMut(Option<&[u8]>) + Send>;
 
 /// One thread for the whole process that drains every worker's stderr, with `poll(2)`: a worker
 /// costs the app its reader thread and nothing more. Sinks run on this thread and must never
 /// block: every worker's stderr waits on it (the sink forwards to the app's stderr through a
 /// bounded queue, see `process::Forward`).
 struct Pump {
-    pipes: std::sync::Mutex<Vec<(std::io::PipeReader, Sink)>>,
+    pipes: std::sync::Mutex<Vec<(std::io::PipeReader, StderrSink)>>,
     /// Written to when a pipe is added, to wake the `poll`.
     wake: std::io::PipeWriter,
 }
 
 static PUMP: std::sync::OnceLock<Option<Pump>> = std::sync::OnceLock::new();
 
-/// Reads `pipe` to its end, calling `sink` with each chunk and then with `None`.
-pub(crate) fn drain(pipe: std::io::PipeReader, _name: &str, sink: Sink) -> std::io::Result<()> {
+/// Reads `pipe`, the stderr of worker `worker`, to its end, calling `sink` with each chunk and
+/// then with `None`.
+pub(crate) fn drain(
+    pipe: std::io::PipeReader,
+    worker: &str,
+    sink: StderrSink,
+) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::fd::AsRawFd;
 
@@ -176,6 +181,11 @@ pub(crate) fn drain(pipe: std::io::PipeReader, _name: &str, sink: Sink) -> std::
         return Err(std::io::Error::other("cannot start the stderr thread"));
     };
     set_nonblocking(pipe.as_raw_fd());
+    tracing::trace!(
+        worker,
+        fd = pipe.as_raw_fd(),
+        "draining the worker's stderr"
+    );
     crate::sync::lock(&pump.pipes).push((pipe, sink));
     (&pump.wake).write_all(&[1])
 }

@@ -123,6 +123,8 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
             closing: false,
             ended: false,
             reader_armed: false,
+            threads: 0,
+            idle: 0,
             last_id: None,
             early_cancels: std::collections::HashSet::new(),
         }),
@@ -136,18 +138,15 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
     let control_thread = thread::Builder::new()
         .name("bincrew-control".into())
         .spawn(move || control_loop.control(control_rx));
-    // One thread more than the parallelism: while `parallelism` handlers run, one thread still
-    // reads requests (as long as the queue has room).
-    let started = (0..=parallelism)
-        .filter(|i| {
-            let loop_ = loop_.clone();
-            thread::Builder::new()
-                .name(format!("bincrew-handler-{i}"))
-                .spawn(move || loop_.work())
-                .is_ok()
-        })
-        .count();
-    if started < 2 || control_thread.is_err() {
+    // One handler thread to begin with; more start when requests wait for one, up to one more
+    // than the parallelism: while `parallelism` handlers run, one thread still reads requests
+    // (as long as the queue has room).
+    lock(&loop_.jobs).threads = 1;
+    let first = loop_.clone();
+    let first = thread::Builder::new()
+        .name("bincrew-handler".into())
+        .spawn(move || first.work());
+    if first.is_err() || control_thread.is_err() {
         exit_with(EXIT_CANNOT_SERVE, "cannot start the worker's threads");
     }
     // Graceful shutdown: once every request made before it is read and answered, exit.
@@ -206,6 +205,9 @@ struct Jobs<I> {
     ended: bool,
     /// Nobody reads the request channel, and the control thread is watching it instead.
     reader_armed: bool,
+    /// Handler threads started, and how many of them wait for something to do.
+    threads: usize,
+    idle: usize,
     /// The highest request id received so far: requests arrive in id order.
     last_id: Option<u64>,
     /// Cancellations of requests not received yet. The control channel can overtake the request
@@ -244,7 +246,7 @@ enum Next<I> {
 impl<I: IpcValue, O: IpcValue> Loop<I, O> {
     /// One handler thread's life: handle a queued request when a handler slot is free, else
     /// read the request channel if nobody is and the queue has room, else wait.
-    fn work(&self) {
+    fn work(self: Arc<Self>) {
         loop {
             let next = {
                 let mut jobs = lock(&self.jobs);
@@ -271,10 +273,12 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                         }
                         break Next::Receive;
                     }
+                    jobs.idle += 1;
                     jobs = self
                         .changed
                         .wait(jobs)
                         .unwrap_or_else(PoisonError::into_inner);
+                    jobs.idle -= 1;
                 }
             };
             match next {
@@ -285,7 +289,36 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
         }
     }
 
-    fn handle(&self, id: u64, request: I, cancelled: Arc<AtomicBool>) {
+    /// Wakes `n` handler threads, starting those that are missing (up to one more than the
+    /// parallelism).
+    fn wake(self: &Arc<Self>, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let start = {
+            let mut jobs = lock(&self.jobs);
+            let missing = n.saturating_sub(jobs.idle);
+            let room = (self.parallelism + 1).saturating_sub(jobs.threads);
+            let start = missing.min(room);
+            jobs.threads += start;
+            start
+        };
+        for _ in 0..n.min(self.parallelism + 1) {
+            self.changed.notify_one();
+        }
+        for _ in 0..start {
+            let this = self.clone();
+            let started = thread::Builder::new()
+                .name("bincrew-handler".into())
+                .spawn(move || this.work());
+            if started.is_err() {
+                // The threads already running take the work in turn.
+                lock(&self.jobs).threads -= 1;
+            }
+        }
+    }
+
+    fn handle(self: &Arc<Self>, id: u64, request: I, cancelled: Arc<AtomicBool>) {
         let response = (self.handler)(RequestArgs {
             request,
             id,
@@ -301,7 +334,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
         if more {
             // A handler slot is free for a queued request: another thread may start it while
             // this one sends, and answers finished meanwhile share the message.
-            self.changed.notify_one();
+            self.wake(1);
         }
         if drained {
             self.drained.notify_all();
@@ -309,7 +342,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
         self.outbox.flush(|batch| self.send_answers(batch));
     }
 
-    fn receive(&self) {
+    fn receive(self: &Arc<Self>) {
         let message = recv_guarded(&lock(&self.receiver));
         let mut dropped = Vec::new();
         let (queued, lazy, drained) = {
@@ -375,9 +408,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
         } else {
             queued.min(self.parallelism + 1)
         };
-        for _ in 0..wake {
-            self.changed.notify_one();
-        }
+        self.wake(wake);
         if drained {
             self.drained.notify_all();
         }
@@ -397,7 +428,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
 
     /// The control thread: applies cancellations and the shutdown request as they come, and
     /// wakes a handler thread when requests wait while nobody reads them.
-    fn control(&self, receiver: IpcReceiver<Vec<(u64, Control)>>) {
+    fn control(self: Arc<Self>, receiver: IpcReceiver<Vec<(u64, Control)>>) {
         let Some(watch) = &self.watch else {
             loop {
                 match recv_guarded(&receiver) {
@@ -413,7 +444,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                 jobs.reader_armed = false;
                 if !jobs.receiving && !jobs.ended && jobs.has_room(self.limit) {
                     drop(jobs);
-                    self.changed.notify_one();
+                    self.wake(1);
                 }
             }
             if ready.control {
@@ -428,7 +459,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
         }
     }
 
-    fn apply(&self, items: Vec<(u64, Control)>) {
+    fn apply(self: &Arc<Self>, items: Vec<(u64, Control)>) {
         let mut dropped = Vec::new();
         {
             let mut jobs = lock(&self.jobs);
@@ -449,7 +480,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
         }
         if !dropped.is_empty() {
             // Room in the queue: a thread may read again.
-            self.changed.notify_all();
+            self.wake(1);
             self.answer_cancelled(dropped);
         }
     }
