@@ -54,6 +54,8 @@ impl<I, O> Connection<I, O> {
         }
         self.wake_waiters();
         self.process.kill();
+        // Hands the process to the reaper now: requests may keep this connection alive.
+        let _ = self.process.try_exit();
     }
 }
 

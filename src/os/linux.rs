@@ -22,7 +22,9 @@
 //!   child's lock; [`Child::kill`] checks the status under the same lock, so a pid is never
 //!   signalled after it was reaped (and perhaps reused). Waiting is waiting for that record, so
 //!   any number of threads may wait. Dropping a [`Child`] kills its process if it has not
-//!   exited, and never waits: the reaper reaps it.
+//!   exited, and never waits: the reaper reaps it. A child is handed to the reaper the first
+//!   time someone waits for its exit or its handle drops, not at the spawn, so that starting a
+//!   worker wakes no other thread.
 //! - **The token.** [`remove_secret_env`] blanks a variable's entry in the initial environment
 //!   block, which is what `/proc/<pid>/environ` shows to other processes, before removing it.
 
@@ -42,7 +44,8 @@ use reap::{reaper, Record};
 
 /// Starts a worker process; see the module docs.
 pub(crate) fn spawn(launch: Launch<'_>) -> io::Result<Child> {
-    let reaper = reaper()?;
+    // Started before the first worker, so that a worker is never without a reaper.
+    reaper()?;
     let prepared = Prepared::new(launch)?;
     let pid = on_spawning_thread(prepared)?;
     // Before the reaper knows the pid nobody reaps it, so it is still this child's.
@@ -58,8 +61,9 @@ pub(crate) fn spawn(launch: Launch<'_>) -> io::Result<Child> {
         pidfd,
         exit: Mutex::new(None),
         exited: Condvar::new(),
+        watched: std::sync::atomic::AtomicBool::new(false),
     });
-    reaper.watch(record.clone());
+    // The reaper is told when someone first waits for the exit, or the handle drops.
     Ok(Child { record })
 }
 

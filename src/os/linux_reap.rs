@@ -27,6 +27,9 @@ pub(super) struct Record {
     /// reaped the process.
     pub(super) exit: Mutex<Option<ExitInfo>>,
     pub(super) exited: Condvar,
+    /// Handed to the reaper: the first time someone waits for the exit, or the handle drops
+    /// (not at the spawn, which then wakes no other thread).
+    pub(super) watched: std::sync::atomic::AtomicBool,
 }
 
 impl Child {
@@ -73,8 +76,25 @@ impl Child {
         }
     }
 
+    /// Hands the process to the reaper, once.
+    fn watch(&self) {
+        if !self
+            .record
+            .watched
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            match reaper() {
+                Ok(reaper) => reaper.watch(self.record.clone()),
+                Err(e) => {
+                    tracing::warn!(pid = self.record.pid, error = %e, "nobody reaps this worker")
+                }
+            }
+        }
+    }
+
     /// Blocks until the reaper has reaped the process.
     pub(crate) fn wait(&self) -> ExitInfo {
+        self.watch();
         let mut exit = lock(&self.record.exit);
         loop {
             if let Some(exit) = *exit {
@@ -90,11 +110,13 @@ impl Child {
 
     /// The exit status, if the process was reaped.
     pub(crate) fn try_wait(&self) -> Option<ExitInfo> {
+        self.watch();
         *lock(&self.record.exit)
     }
 
     /// Waits until the process was reaped or `deadline` passed.
     pub(crate) fn wait_deadline(&self, deadline: Instant) -> Option<ExitInfo> {
+        self.watch();
         let mut exit = lock(&self.record.exit);
         loop {
             if exit.is_some() {
@@ -117,6 +139,7 @@ impl Drop for Child {
         if let Err(e) = self.kill() {
             tracing::debug!(pid = self.record.pid, error = %e, "killing a dropped worker failed");
         }
+        self.watch();
     }
 }
 

@@ -298,16 +298,21 @@ fn check_packet(
 pub(crate) struct Watch {
     epoll: std::os::fd::OwnedFd,
     requests: i32,
+    /// Written by [`notify`](Self::notify), to wake the waiting thread for something else.
+    event: std::os::fd::OwnedFd,
 }
 
 /// What became readable.
 pub(crate) struct Readable {
     pub(crate) control: bool,
     pub(crate) requests: bool,
+    /// [`Watch::notify`] was called.
+    pub(crate) notified: bool,
 }
 
 const CONTROL_TOKEN: u64 = 1;
 const REQUESTS_TOKEN: u64 = 2;
+const EVENT_TOKEN: u64 = 3;
 
 impl Watch {
     pub(crate) fn new(control: i32, requests: i32) -> Option<Watch> {
@@ -319,18 +324,28 @@ impl Watch {
         }
         // SAFETY: `fd` was just created and is owned by nothing else.
         let epoll = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        let watch = Watch { epoll, requests };
-        (watch.ctl(
-            libc::EPOLL_CTL_ADD,
-            control,
-            libc::EPOLLIN as u32,
-            CONTROL_TOKEN,
-        ) && watch.ctl(
-            libc::EPOLL_CTL_ADD,
+        // SAFETY: eventfd returns a new descriptor owned here, or -1.
+        let event = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if event < 0 {
+            return None;
+        }
+        // SAFETY: `event` was just created and is owned by nothing else.
+        let event = unsafe { std::os::fd::OwnedFd::from_raw_fd(event) };
+        let event_fd = std::os::fd::AsRawFd::as_raw_fd(&event);
+        let watch = Watch {
+            epoll,
             requests,
-            libc::EPOLLONESHOT as u32,
-            REQUESTS_TOKEN,
-        ))
+            event,
+        };
+        let events = libc::EPOLLIN as u32;
+        (watch.ctl(libc::EPOLL_CTL_ADD, control, events, CONTROL_TOKEN)
+            && watch.ctl(libc::EPOLL_CTL_ADD, event_fd, events, EVENT_TOKEN)
+            && watch.ctl(
+                libc::EPOLL_CTL_ADD,
+                requests,
+                libc::EPOLLONESHOT as u32,
+                REQUESTS_TOKEN,
+            ))
         .then_some(watch)
     }
 
@@ -361,13 +376,22 @@ impl Watch {
         );
     }
 
-    /// Waits until the control socket, or the armed request socket, is readable.
+    /// Wakes the thread in [`wait`](Self::wait), which reports `notified`.
+    pub(crate) fn notify(&self) {
+        use std::os::fd::AsRawFd;
+        let one: u64 = 1;
+        // SAFETY: an 8-byte write to an eventfd this process holds.
+        unsafe { libc::write(self.event.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Waits until the control socket, or the armed request socket, is readable, or
+    /// [`notify`](Self::notify) was called.
     pub(crate) fn wait(&self) -> Readable {
         use std::os::fd::AsRawFd;
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 3];
         loop {
             // SAFETY: epoll_wait writes at most `events.len()` events into `events`.
-            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 2, -1) };
+            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 3, -1) };
             if n < 0 {
                 // Interrupted; any other failure leaves nothing to wait on but the control
                 // socket, which a blocking read then serves.
@@ -377,16 +401,24 @@ impl Watch {
                 return Readable {
                     control: true,
                     requests: false,
+                    notified: true,
                 };
             }
             let mut ready = Readable {
                 control: false,
                 requests: false,
+                notified: false,
             };
             for event in &events[..n as usize] {
                 match event.u64 {
                     CONTROL_TOKEN => ready.control = true,
                     REQUESTS_TOKEN => ready.requests = true,
+                    EVENT_TOKEN => {
+                        ready.notified = true;
+                        let mut count = [0u8; 8];
+                        // SAFETY: an 8-byte read from the eventfd, non-blocking; it resets it.
+                        unsafe { libc::read(self.event.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+                    }
                     _ => {}
                 }
             }

@@ -36,6 +36,7 @@ pub(crate) struct Watch;
 pub(crate) struct Readable {
     pub(crate) control: bool,
     pub(crate) requests: bool,
+    pub(crate) notified: bool,
 }
 
 impl Watch {
@@ -47,10 +48,13 @@ impl Watch {
 
     pub(crate) fn disarm(&self) {}
 
+    pub(crate) fn notify(&self) {}
+
     pub(crate) fn wait(&self) -> Readable {
         Readable {
             control: true,
             requests: false,
+            notified: true,
         }
     }
 }

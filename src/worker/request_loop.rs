@@ -134,10 +134,6 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
         limit: queue_limit,
         watch,
     });
-    let control_loop = loop_.clone();
-    let control_thread = thread::Builder::new()
-        .name("bincrew-control".into())
-        .spawn(move || control_loop.control(control_rx));
     // One handler thread to begin with; more start when requests wait for one, up to one more
     // than the parallelism: while `parallelism` handlers run, one thread still reads requests
     // (as long as the queue has room).
@@ -146,20 +142,52 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
     let first = thread::Builder::new()
         .name("bincrew-handler".into())
         .spawn(move || first.work());
-    if first.is_err() || control_thread.is_err() {
+    if first.is_err() {
         exit_with(EXIT_CANNOT_SERVE, "cannot start the worker's threads");
     }
-    // Graceful shutdown: once every request made before it is read and answered, exit.
-    let mut jobs = lock(&loop_.jobs);
-    while !jobs.is_drained() {
-        jobs = loop_
-            .drained
-            .wait(jobs)
-            .unwrap_or_else(PoisonError::into_inner);
+    if loop_.watch.is_some() {
+        // This thread reads the control channel and watches the request channel, until a
+        // shutdown has drained.
+        loop_.control(control_rx);
     }
-    drop(jobs);
-    loop_.outbox.drain(|batch| loop_.send_answers(batch));
-    std::process::exit(0);
+    let control_loop = loop_.clone();
+    if let Err(e) = thread::Builder::new()
+        .name("bincrew-control".into())
+        .spawn(move || {
+            control_loop.control(control_rx);
+        })
+    {
+        exit_with(
+            EXIT_CANNOT_SERVE,
+            &format!("cannot start the worker's control thread: {e}"),
+        );
+    }
+    loop_.wait_drained()
+}
+
+impl<I: IpcValue, O: IpcValue> Loop<I, O> {
+    /// Graceful shutdown: once every request made before it is read and answered, sends what
+    /// is left and exits with code 0.
+    fn wait_drained(&self) -> ! {
+        let mut jobs = lock(&self.jobs);
+        while !jobs.is_drained() {
+            jobs = self
+                .drained
+                .wait(jobs)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        drop(jobs);
+        self.outbox.drain(|batch| self.send_answers(batch));
+        std::process::exit(0);
+    }
+
+    /// Tells whoever waits for a shutdown to drain that it may have.
+    fn signal_drained(&self) {
+        self.drained.notify_all();
+        if let Some(watch) = &self.watch {
+            watch.notify();
+        }
+    }
 }
 
 /// What the threads of a worker process share.
@@ -337,7 +365,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
             self.wake(1);
         }
         if drained {
-            self.drained.notify_all();
+            self.signal_drained();
         }
         self.outbox.flush(|batch| self.send_answers(batch));
     }
@@ -410,7 +438,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
         };
         self.wake(wake);
         if drained {
-            self.drained.notify_all();
+            self.signal_drained();
         }
         self.answer_cancelled(dropped);
     }
@@ -427,8 +455,9 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
     }
 
     /// The control thread: applies cancellations and the shutdown request as they come, and
-    /// wakes a handler thread when requests wait while nobody reads them.
-    fn control(self: Arc<Self>, receiver: IpcReceiver<Vec<(u64, Control)>>) {
+    /// wakes a handler thread when requests wait while nobody reads them. With a watch, this is
+    /// the main thread, which also ends the process once a shutdown has drained.
+    fn control(self: &Arc<Self>, receiver: IpcReceiver<Vec<(u64, Control)>>) -> ! {
         let Some(watch) = &self.watch else {
             loop {
                 match recv_guarded(&receiver) {
@@ -439,6 +468,9 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
         };
         loop {
             let ready = watch.wait();
+            if ready.notified && lock(&self.jobs).is_drained() {
+                self.wait_drained();
+            }
             if ready.requests {
                 let mut jobs = lock(&self.jobs);
                 jobs.reader_armed = false;
