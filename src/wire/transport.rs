@@ -90,9 +90,20 @@ impl Serialize for Bytes<'_> {
     }
 }
 
+/// The most a thread keeps of its encoding buffer between messages.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+thread_local! {
+    /// Where this thread encodes a frame's contents, kept between messages so that a message
+    /// costs no allocation of its own.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl<T: Serialize + ?Sized> Serialize for FramedRef<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let bytes = postcard::to_stdvec(self.0).map_err(serde::ser::Error::custom)?;
+        let mut buffer = SCRATCH.with(|scratch| scratch.take());
+        buffer.clear();
+        let bytes = postcard::to_extend(self.0, buffer).map_err(serde::ser::Error::custom)?;
         let mut tuple = serializer.serialize_tuple(2)?;
         if bytes.len() <= inline_max() {
             tuple.serialize_element(&INLINE)?;
@@ -100,6 +111,9 @@ impl<T: Serialize + ?Sized> Serialize for FramedRef<'_, T> {
         } else {
             tuple.serialize_element(&SPILLED)?;
             tuple.serialize_element(&IpcSharedMemory::from_bytes(&bytes))?;
+        }
+        if bytes.capacity() <= SCRATCH_KEEP {
+            SCRATCH.with(|scratch| scratch.replace(bytes));
         }
         tuple.end()
     }
