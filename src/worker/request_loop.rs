@@ -354,10 +354,26 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
         });
         // Queued before the request stops counting as running, so a shutdown waits for it.
         self.outbox.push(Answer::Done { id, response });
-        let (more, drained) = {
+        let (more, drained, reads_next) = {
             let mut jobs = lock(&self.jobs);
             jobs.running.remove(&id);
-            (!jobs.queue.is_empty(), jobs.is_drained())
+            // Nothing queued and nobody reading: this thread reads next. It takes the reader's
+            // place before its answer goes out, so that a request the answer prompts finds a
+            // reader (and does not wake the control thread's watch).
+            let reads_next = jobs.queue.is_empty()
+                && !jobs.receiving
+                && !jobs.ended
+                && jobs.has_room(self.limit);
+            if reads_next {
+                jobs.receiving = true;
+                if jobs.reader_armed {
+                    jobs.reader_armed = false;
+                    if let Some(watch) = &self.watch {
+                        watch.disarm();
+                    }
+                }
+            }
+            (!jobs.queue.is_empty(), jobs.is_drained(), reads_next)
         };
         if more {
             // A handler slot is free for a queued request: another thread may start it while
@@ -368,6 +384,9 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
             self.signal_drained();
         }
         self.outbox.flush(|batch| self.send_answers(batch));
+        if reads_next {
+            self.receive();
+        }
     }
 
     fn receive(self: &Arc<Self>) {
