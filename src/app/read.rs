@@ -125,7 +125,9 @@ impl<O> ReadTurns<O> {
     /// A future returned `Pending`: the reader thread reads for it.
     pub(super) fn future_waits(&self) {
         let mut turns = lock(&self.turns);
-        if !turns.futures {
+        // Someone reads already (the reader thread, or a blocking call): whatever it reads is
+        // put in the future's slot, which wakes it. Only a free turn needs the reader thread.
+        if !turns.futures && turns.receiver.is_some() {
             turns.futures = true;
             drop(turns);
             self.reader_turn.notify_all();
