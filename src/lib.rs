@@ -84,6 +84,10 @@ pub use ipc_channel::ipc::{
 ///
 /// Keep wire types plain: the encoding (postcard) is not self-describing, so `#[serde(untagged)]`,
 /// internally tagged enums, `flatten` and `skip_serializing_if` do not round-trip.
+///
+/// Mark byte fields `#[serde(with = "serde_bytes")]` (the `serde_bytes` crate): serde otherwise
+/// encodes a `Vec<u8>` element by element. Large messages travel through shared memory by
+/// themselves; for large blobs the app fills itself, see [`SharedBuffer`].
 pub trait IpcValue: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
 impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> IpcValue for T {}
 
