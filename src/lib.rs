@@ -39,11 +39,17 @@
 //!
 //! # Threads
 //!
-//! On the app side each worker has one reader thread, which owns the receiving end of the
-//! worker's channel and completes the requests' futures; on Unix one thread for the whole
-//! process drains every worker's stderr. Futures are woken from those threads, so they work on
-//! any executor. Requests are sent by the threads that poll or wait their replies, batched, with
-//! no thread in between. Starting and shutting down wait on [`blocking`]'s thread pool.
+//! No app thread waits on a worker beyond what its caller asked for: a worker may be stopped,
+//! stuck or flooding, and callers, executors, timers and `Drop` go on.
+//!
+//! On the app side each worker has one reader thread, which reads the worker's channel and
+//! completes the requests' futures; a thread blocked in [`Reply::wait`] reads it itself, never
+//! past its request's timeout. Requests are sent by the threads that poll or wait their replies,
+//! batched, on non-blocking sockets; when a worker's socket is full, a writer thread of that
+//! worker takes over, and nothing waits on it. One thread for the whole process fires request
+//! timeouts, one reaps workers, and on Unix one drains every worker's stderr. Futures are woken
+//! from bincrew's threads, so they work on any executor. Starting and shutting down wait on
+//! [`blocking`]'s thread pool. `ARCHITECTURE.md` in the repository describes it all.
 #![deny(missing_docs)]
 // The examples show where calls go in `main`.
 #![allow(clippy::needless_doctest_main)]

@@ -359,3 +359,19 @@ fn initial_environment() -> Option<std::ops::Range<usize>> {
     let end: usize = fields.next()?.parse().ok()?;
     (start < end).then_some(start..end)
 }
+
+/// Names the calling thread, and so the process when it is the main thread, `name` (at most 15
+/// bytes, cut at a character boundary): what `ps` and `top` show.
+pub(crate) fn name_process(name: &str) {
+    let mut end = name.len().min(15);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let Ok(name) = CString::new(&name[..end]) else {
+        return;
+    };
+    // SAFETY: PR_SET_NAME reads a nul-terminated string of at most 16 bytes.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+    }
+}

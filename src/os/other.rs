@@ -57,6 +57,9 @@ pub(crate) fn die_with_parent(_app_pid: Option<u32>) -> bool {
     true
 }
 
+/// Names the process after the worker it serves: nothing here.
+pub(crate) fn name_process(_name: &str) {}
+
 /// Removes `key` from the environment.
 pub(crate) fn remove_secret_env(key: &str) {
     std::env::remove_var(key);

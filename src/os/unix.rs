@@ -10,7 +10,9 @@
 //!   still runs and never waits: a process-wide reaper reaps it.
 //! - `drain(pipe, name, sink)`: reads a worker's stderr to its end without ever blocking on
 //!   anything but the pipe.
-//! - `die_with_parent`, `remove_secret_env`: what a worker does with its environment.
+//! - `die_with_parent`, `remove_secret_env`: what a worker does with its environment;
+//!   `name_process`: how it shows in `ps` and `top` (a self-spawned worker is started from
+//!   `/proc/self/exe` and would show as `exe`).
 //! - `exit_signal`, `signal_name`, `self_exe`, `is_current_exe`, `exe_identity`, `prefault`.
 //! - `socket`: bincrew's view of `ipc-channel`'s sockets (see `wire/transport.rs`): whether a
 //!   descriptor is a channel end of a given process, non-blocking sends, waiting with a deadline,
@@ -34,7 +36,7 @@ pub(crate) use launch::Launch;
 #[path = "linux.rs"]
 mod linux;
 #[cfg(target_os = "linux")]
-pub(crate) use linux::{remove_secret_env, spawn, Child};
+pub(crate) use linux::{name_process, remove_secret_env, spawn, Child};
 
 #[cfg(not(target_os = "linux"))]
 #[path = "duct_spawn.rs"]
@@ -48,6 +50,10 @@ pub(crate) mod socket;
 pub(crate) mod socket;
 #[cfg(not(target_os = "linux"))]
 pub(crate) use duct_spawn::{spawn, Child};
+
+/// Names the process after the worker it serves (Linux only).
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn name_process(_name: &str) {}
 
 /// Removes `key` from the environment. (Linux also blanks it where other processes can read it.)
 #[cfg(not(target_os = "linux"))]

@@ -189,6 +189,8 @@ impl Workers {
         let Some(env) = WorkerEnv::take() else {
             return;
         };
+        // Shown by `ps` and `top` (a self-spawned worker would show as `exe`).
+        crate::os::name_process(&format!("bincrew:{}", env.worker));
         let served = self.names();
         let connection = match IpcSender::<RawBytes>::connect(env.server.clone()) {
             Ok(connection) => connection,
