@@ -173,7 +173,7 @@ impl fmt::Display for VersionMismatch {
 }
 
 /// Why [`Worker::start`](crate::Worker::start) failed. No worker process is left running.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
     /// This executable did not call [`init!`](crate::init), so it has no identity to compare.
@@ -199,6 +199,15 @@ pub enum StartError {
     /// The IPC server for the handshake could not be created.
     #[error("cannot create the handshake channel for worker `{worker}`")]
     Ipc {
+        /// The worker's name.
+        worker: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A thread bincrew needs to start or run the worker could not be started.
+    #[error("cannot start a thread for worker `{worker}`")]
+    Thread {
         /// The worker's name.
         worker: String,
         /// The cause.
@@ -342,7 +351,7 @@ fn list_or_none(names: &[String]) -> String {
 }
 
 /// Why a request failed.
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
     /// The worker process died; this says how.
@@ -369,6 +378,9 @@ pub enum RunError {
         pool: String,
         /// Why: the restart limit, and the last crash.
         reason: String,
+        /// The last crash of one of its workers.
+        #[source]
+        last_crash: Option<Arc<WorkerCrashError>>,
     },
     /// The request could not be encoded; it was not sent.
     #[error("cannot encode the request for worker `{worker}`: {reason}")]
@@ -391,7 +403,7 @@ pub enum RunError {
 }
 
 /// Why [`Worker::shutdown`](crate::Worker::shutdown) did not end in a clean exit.
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ShutdownError {
     /// The worker died while draining its requests.
@@ -407,4 +419,37 @@ pub enum ShutdownError {
         /// The grace period.
         grace: Duration,
     },
+}
+
+/// `{:?}` says what `Display` says, followed by the chain of causes: what `main` prints when it
+/// returns the error, a few lines rather than every field of every nested value.
+fn debug_chain(error: &dyn std::error::Error, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fmt::Display::fmt(error, f)?;
+    let mut source = error.source();
+    if source.is_some() {
+        f.write_str("\n\nCaused by:")?;
+    }
+    while let Some(cause) = source {
+        write!(f, "\n    {cause}")?;
+        source = cause.source();
+    }
+    Ok(())
+}
+
+impl fmt::Debug for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_chain(self, f)
+    }
+}
+
+impl fmt::Debug for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_chain(self, f)
+    }
+}
+
+impl fmt::Debug for ShutdownError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_chain(self, f)
+    }
 }

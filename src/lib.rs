@@ -80,6 +80,9 @@ pub use probe::{probe_binary, probe_worker, BinaryProbe, WorkerProbe};
 pub use shared::SharedBuffer;
 pub use worker::{run_worker, run_worker_blocking, CancelToken, RequestArgs, Workers};
 
+/// The `semver` crate, whose `VersionReq` [`Compat::Semver`] takes.
+pub use semver;
+
 pub use ipc_channel::ipc::{
     bytes_channel, channel, IpcBytesReceiver, IpcBytesSender, IpcReceiver, IpcSender,
     IpcSharedMemory,

@@ -119,7 +119,7 @@ impl<I: IpcValue, O: IpcValue> PoolBuilder<I, O> {
         let supervisor = thread::Builder::new()
             .name(format!("bincrew-pool-{}", inner.name))
             .spawn(move || supervised.supervise())
-            .map_err(|source| StartError::Ipc {
+            .map_err(|source| StartError::Thread {
                 worker: inner.name.clone(),
                 source,
             })?;
@@ -275,7 +275,7 @@ impl<I: IpcValue, O: IpcValue> WorkerPool<I, O> {
         state
             .failed
             .as_ref()
-            .map(|reason| self.inner.failed(reason))
+            .map(|reason| self.inner.failed(reason, state.last_crash.clone()))
     }
 }
 
@@ -303,10 +303,11 @@ impl<I, O> Drop for WorkerPool<I, O> {
 }
 
 impl<I, O> PoolInner<I, O> {
-    fn failed(&self, reason: &str) -> RunError {
+    fn failed(&self, reason: &str, last_crash: Option<Arc<WorkerCrashError>>) -> RunError {
         RunError::PoolFailed {
             pool: self.name.clone(),
             reason: reason.to_owned(),
+            last_crash,
         }
     }
 }
@@ -462,7 +463,7 @@ impl<I: IpcValue, O: IpcValue> Dispatch<O> for PoolDispatch<I, O> {
         let mut state = lock(&self.pool.state);
         loop {
             if let Some(reason) = &state.failed {
-                return Dispatched::Failed(self.pool.failed(reason));
+                return Dispatched::Failed(self.pool.failed(reason, state.last_crash.clone()));
             }
             if state.shutting_down {
                 return Dispatched::Failed(RunError::ShutDown {

@@ -115,7 +115,7 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
             .spawn(move || ReadTurns::read_loop(reader_inner));
         if let Err(source) = reader {
             inner.close();
-            return Err(StartError::Ipc {
+            return Err(StartError::Thread {
                 worker: name,
                 source,
             });

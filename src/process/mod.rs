@@ -150,7 +150,10 @@ pub(crate) fn start(spec: &Spec) -> Result<Started, StartError> {
         .name(format!("bincrew-accept-{}", spec.name))
         .spawn(move || accept_connection(server, events));
     if let Err(source) = accept {
-        return Err(ipc_error(source));
+        return Err(StartError::Thread {
+            worker: spec.name.clone(),
+            source,
+        });
     }
 
     let handshake = Handshake {

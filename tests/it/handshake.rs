@@ -252,4 +252,13 @@ fn a_missing_executable_is_a_spawn_error() {
         "cannot start worker `anything` from /nonexistent/worker"
     );
     assert!(std::error::Error::source(&err).is_some());
+    // What `main` prints when it returns the error: the message and its cause, a few lines.
+    let debug = format!("{err:?}");
+    assert!(
+        debug.starts_with(
+            "cannot start worker `anything` from /nonexistent/worker\n\nCaused by:\n    "
+        ),
+        "{debug}"
+    );
+    assert!(debug.lines().count() <= 4, "{debug}");
 }
