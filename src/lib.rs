@@ -76,6 +76,7 @@ mod os;
 pub use app::{PoolBuilder, Reply, RunOptions, Worker, WorkerBuilder, WorkerPool};
 pub use build::{build_info, BuildInfo, Compat, MismatchKind};
 pub use error::{ExitInfo, RunError, ShutdownError, StartError, VersionMismatch, WorkerCrashError};
+pub use os::{WorkerStdin, WorkerStdout};
 pub use probe::{probe_binary, probe_worker, BinaryProbe, WorkerProbe};
 pub use shared::SharedBuffer;
 pub use worker::{run_worker, run_worker_blocking, CancelToken, RequestArgs, Workers};

@@ -51,7 +51,11 @@ fn spec(exe: &Path, name: &str, timeout: Duration) -> Spec {
         check: Check::Probe,
         connect_timeout: Some(timeout),
         forward_stderr: false,
-        quiet_stdout: true,
+        stdin: crate::os::WorkerStdin::Null,
+        stdout: crate::os::WorkerStdout::Null,
+        current_dir: None,
+        env_clear: false,
+        env_remove: Vec::new(),
         parallelism: Some(1),
     }
 }

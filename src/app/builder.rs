@@ -11,6 +11,7 @@ use super::worker::Worker;
 use crate::build::Compat;
 use crate::error::StartError;
 use crate::locate::Locate;
+use crate::os::{WorkerStdin, WorkerStdout};
 use crate::process::{self, Check, Spec, Started};
 use crate::wire::transport::DEFAULT_MAX_MESSAGE;
 use crate::IpcValue;
@@ -25,6 +26,11 @@ pub struct WorkerBuilder<I, O> {
     locate: Option<Locate>,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    env_clear: bool,
+    env_remove: Vec<OsString>,
+    current_dir: Option<PathBuf>,
+    stdin: WorkerStdin,
+    stdout: WorkerStdout,
     compat: Option<Compat>,
     connect_timeout: Option<Duration>,
     shutdown_grace: Duration,
@@ -46,6 +52,11 @@ impl<I, O> Clone for WorkerBuilder<I, O> {
             locate: self.locate.clone(),
             args: self.args.clone(),
             env: self.env.clone(),
+            env_clear: self.env_clear,
+            env_remove: self.env_remove.clone(),
+            current_dir: self.current_dir.clone(),
+            stdin: self.stdin,
+            stdout: self.stdout,
             compat: self.compat.clone(),
             connect_timeout: self.connect_timeout,
             shutdown_grace: self.shutdown_grace,
@@ -91,6 +102,11 @@ impl<I, O> WorkerBuilder<I, O> {
             locate: None,
             args: Vec::new(),
             env: Vec::new(),
+            env_clear: false,
+            env_remove: Vec::new(),
+            current_dir: None,
+            stdin: WorkerStdin::Null,
+            stdout: WorkerStdout::Stderr,
             compat: None,
             connect_timeout: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -165,9 +181,50 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
         self
     }
 
+    /// Adds command-line arguments for the worker process, as [`arg`](Self::arg) one by one.
+    pub fn args<A: Into<OsString>>(mut self, args: impl IntoIterator<Item = A>) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
     /// Sets an environment variable for the worker process (it inherits the app's others).
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Keeps a variable of the app's environment from the worker process. (Variables set with
+    /// [`env`](Self::env) are set all the same.)
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.env_remove.push(key.into());
+        self
+    }
+
+    /// Starts the worker process with none of the app's environment: only what
+    /// [`env`](Self::env) sets, and bincrew's own variables for the handshake.
+    pub fn env_clear(mut self) -> Self {
+        self.env_clear = true;
+        self
+    }
+
+    /// The worker process's working directory; the app's by default. (On Linux this needs
+    /// glibc 2.29 or later; the start fails with [`StartError::Spawn`] otherwise.)
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.current_dir = Some(dir.into());
+        self
+    }
+
+    /// Where the worker's standard input comes from: the null device by default.
+    pub fn stdin(mut self, stdin: WorkerStdin) -> Self {
+        self.stdin = stdin;
+        self
+    }
+
+    /// Where the worker's standard output goes. By default with its stderr
+    /// ([`WorkerStdout::Stderr`]): to the app's stderr and into crash reports, never into the
+    /// app's stdout, which may be a protocol.
+    pub fn stdout(mut self, stdout: WorkerStdout) -> Self {
+        self.stdout = stdout;
         self
     }
 
@@ -303,7 +360,11 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
             },
             connect_timeout: self.connect_timeout,
             forward_stderr: self.forward_stderr,
-            quiet_stdout: false,
+            stdin: self.stdin,
+            stdout: self.stdout,
+            current_dir: self.current_dir,
+            env_clear: self.env_clear,
+            env_remove: self.env_remove,
             parallelism: self.parallelism,
         };
         let Started::Connected(connected) = process::start(&spec)? else {

@@ -1,6 +1,7 @@
 //! Everywhere but Linux: a worker process started and waited on with duct.
 //!
-//! The worker gets `/dev/null` (or `NUL`) as stdin, the app's stdout or a null one, the stderr
+//! The worker gets the null device (or the app's) as stdin, its stderr pipe (or the app's stdout,
+//! or the null device) as stdout, the stderr
 //! pipe and the environment it is given, nothing else. Descriptors the app opened without
 //! close-on-exec are still inherited here (see the Linux backend for what that costs).
 //!
@@ -25,12 +26,19 @@ pub(crate) struct Child {
 /// Starts a worker process.
 pub(crate) fn spawn(launch: Launch<'_>) -> io::Result<Child> {
     let mut expr = duct::cmd(launch.program, launch.args)
-        .stdin_null()
         .stderr_file(launch.stderr)
         .full_env(launch.env)
         .unchecked();
-    if launch.quiet_stdout {
-        expr = expr.stdout_null();
+    if launch.stdin == super::WorkerStdin::Null {
+        expr = expr.stdin_null();
+    }
+    match launch.stdout {
+        super::WorkerStdout::Stderr => expr = expr.stdout_to_stderr(),
+        super::WorkerStdout::Null => expr = expr.stdout_null(),
+        super::WorkerStdout::Inherit => {}
+    }
+    if let Some(dir) = launch.current_dir {
+        expr = expr.dir(dir);
     }
     let handle = expr.start()?;
     // The expression holds our copy of the stderr pipe's write end: drop it, so the reader sees

@@ -9,8 +9,39 @@ pub(crate) struct Launch<'a> {
     pub(crate) args: &'a [OsString],
     /// The whole environment, nothing inherited besides.
     pub(crate) env: Vec<(OsString, OsString)>,
-    /// Discard stdout instead of sharing the app's.
-    pub(crate) quiet_stdout: bool,
+    pub(crate) stdin: WorkerStdin,
+    pub(crate) stdout: WorkerStdout,
+    /// Where the worker starts; the app's own directory when `None`.
+    pub(crate) current_dir: Option<&'a Path>,
     /// The write end of the stderr pipe, closed by the app once the process has its copy.
     pub(crate) stderr: std::io::PipeWriter,
+}
+
+/// Where a worker process's standard input comes from; see
+/// [`WorkerBuilder::stdin`](crate::WorkerBuilder::stdin).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkerStdin {
+    /// The null device: reading gives end of file at once (the default).
+    #[default]
+    Null,
+    /// The app's own standard input.
+    Inherit,
+}
+
+/// Where a worker process's standard output goes; see
+/// [`WorkerBuilder::stdout`](crate::WorkerBuilder::stdout).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkerStdout {
+    /// With the worker's stderr: forwarded to the app's stderr (unless
+    /// [`forward_stderr(false)`](crate::WorkerBuilder::forward_stderr)) and kept in the tail that
+    /// crash reports show. The default: a worker never writes into the app's stdout, which may be
+    /// a protocol (a language server, a JSON-lines tool).
+    #[default]
+    Stderr,
+    /// The app's own standard output.
+    Inherit,
+    /// Discarded.
+    Null,
 }

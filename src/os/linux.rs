@@ -34,7 +34,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
 
-use super::Launch;
+use super::{Launch, WorkerStdin, WorkerStdout};
 use crate::sync::lock;
 
 #[path = "linux_reap.rs"]
@@ -111,7 +111,9 @@ struct Prepared {
     program: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
-    quiet_stdout: bool,
+    stdin: WorkerStdin,
+    stdout: WorkerStdout,
+    current_dir: Option<CString>,
     /// The write end of the stderr pipe; closed here once the child has its copy.
     stderr: OwnedFd,
 }
@@ -138,11 +140,17 @@ impl Prepared {
             entry.extend_from_slice(value.as_bytes());
             envp.push(c_string(entry)?);
         }
+        let current_dir = match launch.current_dir {
+            Some(dir) => Some(c_string(dir.as_os_str().as_bytes().to_vec())?),
+            None => None,
+        };
         Ok(Prepared {
             program,
             argv,
             envp,
-            quiet_stdout: launch.quiet_stdout,
+            stdin: launch.stdin,
+            stdout: launch.stdout,
+            current_dir,
             stderr: launch.stderr.into(),
         })
     }
@@ -151,9 +159,17 @@ impl Prepared {
         let mut actions = FileActions::new()?;
         // The stderr pipe first: it has a low number when the app closed its stdin or stdout.
         actions.dup2(self.stderr.as_raw_fd(), 2)?;
-        actions.open(0, c"/dev/null", libc::O_RDONLY)?;
-        if self.quiet_stdout {
-            actions.open(1, c"/dev/null", libc::O_WRONLY)?;
+        match self.stdin {
+            WorkerStdin::Null => actions.open(0, c"/dev/null", libc::O_RDONLY)?,
+            WorkerStdin::Inherit => {}
+        }
+        match self.stdout {
+            WorkerStdout::Stderr => actions.dup2(self.stderr.as_raw_fd(), 1)?,
+            WorkerStdout::Null => actions.open(1, c"/dev/null", libc::O_WRONLY)?,
+            WorkerStdout::Inherit => {}
+        }
+        if let Some(dir) = &self.current_dir {
+            actions.chdir(dir)?;
         }
         actions.close_from(3)?;
         let attrs = SpawnAttrs::new()?;
@@ -233,6 +249,18 @@ impl FileActions {
     }
 
     /// Closes every descriptor from `first` on in the child.
+    /// Changes the child's working directory before it runs the worker.
+    fn chdir(&mut self, dir: &std::ffi::CStr) -> io::Result<()> {
+        let Some(add_chdir) = add_chdir() else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this C library cannot set a spawned process's directory (glibc 2.29 or later can)",
+            ));
+        };
+        // SAFETY: an initialized structure and a nul-terminated path that outlives the spawn.
+        check(unsafe { add_chdir(&mut self.0, dir.as_ptr()) })
+    }
+
     fn close_from(&mut self, first: RawFd) -> io::Result<()> {
         if let Some(add_closefrom) = add_closefrom() {
             // SAFETY: an initialized structure.
@@ -257,6 +285,25 @@ impl Drop for FileActions {
         // SAFETY: initialized in `new`.
         unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
     }
+}
+
+type AddChdir =
+    unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, *const libc::c_char) -> libc::c_int;
+
+/// glibc's `posix_spawn_file_actions_addchdir_np` (2.29 and later), when this C library has it.
+fn add_chdir() -> Option<AddChdir> {
+    static ADD_CHDIR: OnceLock<Option<AddChdir>> = OnceLock::new();
+    *ADD_CHDIR.get_or_init(|| {
+        // SAFETY: dlsym with a nul-terminated name; a non-null result is that function, whose
+        // C signature is `int (posix_spawn_file_actions_t *, const char *)`.
+        unsafe {
+            let symbol = libc::dlsym(
+                libc::RTLD_DEFAULT,
+                c"posix_spawn_file_actions_addchdir_np".as_ptr(),
+            );
+            (!symbol.is_null()).then(|| std::mem::transmute::<*mut libc::c_void, AddChdir>(symbol))
+        }
+    })
 }
 
 type AddClosefrom =

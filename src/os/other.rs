@@ -9,6 +9,7 @@ use std::time::UNIX_EPOCH;
 #[path = "launch.rs"]
 mod launch;
 pub(crate) use launch::Launch;
+pub use launch::{WorkerStdin, WorkerStdout};
 
 #[path = "duct_spawn.rs"]
 mod duct_spawn;

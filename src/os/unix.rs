@@ -31,6 +31,7 @@ use std::process::ExitStatus;
 #[path = "launch.rs"]
 mod launch;
 pub(crate) use launch::Launch;
+pub use launch::{WorkerStdin, WorkerStdout};
 
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]

@@ -37,7 +37,9 @@ impl Process {
             program: &spec.program,
             args: &spec.args,
             env,
-            quiet_stdout: spec.quiet_stdout,
+            stdin: spec.stdin,
+            stdout: spec.stdout,
+            current_dir: spec.current_dir.as_deref(),
             stderr: stderr_write,
         })
         .map_err(spawn_error)?;

@@ -71,8 +71,13 @@ pub(crate) struct Spec {
     pub(crate) check: Check,
     pub(crate) connect_timeout: Option<Duration>,
     pub(crate) forward_stderr: bool,
-    /// Discard the process's stdout instead of sharing the app's (probes).
-    pub(crate) quiet_stdout: bool,
+    pub(crate) stdin: crate::os::WorkerStdin,
+    pub(crate) stdout: crate::os::WorkerStdout,
+    pub(crate) current_dir: Option<PathBuf>,
+    /// Start from an empty environment instead of the app's.
+    pub(crate) env_clear: bool,
+    /// Variables of the app's environment the worker does not get.
+    pub(crate) env_remove: Vec<OsString>,
     pub(crate) parallelism: Option<usize>,
 }
 
@@ -143,7 +148,7 @@ pub(crate) fn start(spec: &Spec) -> Result<Started, StartError> {
     if let Some(n) = spec.parallelism {
         protocol.push((PARALLELISM_ENV.into(), n.to_string().into()));
     }
-    let process = Process::spawn(spec, worker_env(&spec.env, protocol))?;
+    let process = Process::spawn(spec, worker_env(spec, protocol))?;
 
     let (events, event_rx) = mpsc::channel();
     let accept = thread::Builder::new()
@@ -195,14 +200,13 @@ pub(crate) fn start(spec: &Spec) -> Result<Started, StartError> {
 /// The worker's environment: the app's own without the protocol variables it inherited (they
 /// belong to the start that set them: a `BINCREW_PARALLELISM` left in a shell would cap every
 /// worker), then the builder's variables, then this start's protocol variables.
-fn worker_env(
-    builder: &[(OsString, OsString)],
-    protocol: Vec<(OsString, OsString)>,
-) -> Vec<(OsString, OsString)> {
-    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+fn worker_env(spec: &Spec, protocol: Vec<(OsString, OsString)>) -> Vec<(OsString, OsString)> {
+    let inherited = std::env::vars_os().filter(|_| !spec.env_clear);
+    let mut env: Vec<(OsString, OsString)> = inherited
         .filter(|(key, _)| !crate::env::is_protocol_var(key))
+        .filter(|(key, _)| !spec.env_remove.iter().any(|r| crate::env::same_key(r, key)))
         .collect();
-    for (key, value) in builder.iter().cloned().chain(protocol) {
+    for (key, value) in spec.env.iter().cloned().chain(protocol) {
         match env.iter_mut().find(|(k, _)| crate::env::same_key(k, &key)) {
             Some(entry) => entry.1 = value,
             None => env.push((key, value)),
@@ -288,7 +292,12 @@ mod tests {
             (WORKER_ENV.into(), "w".into()),
             (PARALLELISM_ENV.into(), "2".into()),
         ];
-        let env = worker_env(&builder, protocol);
+        let env = worker_env(&spec(builder.clone(), false, Vec::new()), protocol.clone());
+        // Cleared: only what the builder and the protocol set; removed: the app's variable goes.
+        let cleared = worker_env(&spec(builder, true, Vec::new()), protocol.clone());
+        assert_eq!(cleared.len(), 3, "{cleared:?}");
+        let removed = worker_env(&spec(Vec::new(), false, vec!["PATH".into()]), protocol);
+        assert!(removed.iter().all(|(k, _)| k != "PATH"));
         let values = |key: &str| {
             env.iter()
                 .filter(|(k, _)| k == key)
@@ -301,6 +310,25 @@ mod tests {
         assert!(values(TOKEN_ENV).is_empty());
         if let Some((key, value)) = std::env::vars_os().find(|(k, _)| k == "PATH") {
             assert_eq!(values(key.to_str().unwrap_or_default()), [value]);
+        }
+    }
+
+    fn spec(env: Vec<(OsString, OsString)>, env_clear: bool, env_remove: Vec<OsString>) -> Spec {
+        Spec {
+            name: "w".into(),
+            exe: PathBuf::from("w"),
+            program: PathBuf::from("w"),
+            args: Vec::new(),
+            env,
+            check: Check::Probe,
+            connect_timeout: None,
+            forward_stderr: false,
+            stdin: crate::os::WorkerStdin::Null,
+            stdout: crate::os::WorkerStdout::Stderr,
+            current_dir: None,
+            env_clear,
+            env_remove,
+            parallelism: None,
         }
     }
 

@@ -416,3 +416,51 @@ fn a_worker_flooding_an_app_stderr_nobody_reads_still_reports_its_panic() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_workers_stdout_goes_with_its_stderr_into_the_crash_report_by_default() {
+    for (stdout, kept) in [(None, true), (Some(bincrew::WorkerStdout::Null), false)] {
+        let mut builder = misbehave();
+        if let Some(stdout) = stdout {
+            builder = builder.stdout(stdout);
+        }
+        let worker = builder.start_blocking().expect("starts");
+        worker
+            .run_blocking(Request::Stdout("printed on stdout".into()))
+            .expect("answered");
+        let err = worker.run_blocking(Request::Exit(3)).expect_err("exits");
+        let bincrew::RunError::Crashed(report) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            report.stderr_tail.contains("printed on stdout"),
+            kept,
+            "{:?}: {}",
+            stdout,
+            report.stderr_tail
+        );
+    }
+}
+
+#[test]
+fn the_builders_process_controls_reach_the_worker() {
+    let dir = std::env::temp_dir();
+    let worker = misbehave()
+        .env_clear()
+        .env("BINCREW_TEST_KEPT", "kept")
+        .env_remove("BINCREW_TEST_KEPT_NOT_THERE")
+        .args(["--unused", "argument"])
+        .current_dir(&dir)
+        .start_blocking()
+        .expect("starts");
+    let text = |request| match worker.run_blocking(request).expect("answered") {
+        Response::Text(text) => text,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(text(Request::Env("PATH".into())), "<unset>");
+    assert_eq!(text(Request::Env("BINCREW_TEST_KEPT".into())), "kept");
+    assert_eq!(
+        std::fs::canonicalize(text(Request::Cwd)).expect("a directory"),
+        std::fs::canonicalize(&dir).expect("a directory")
+    );
+}

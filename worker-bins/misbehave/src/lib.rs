@@ -80,6 +80,10 @@ pub enum Request {
     ChildSockets,
     /// Answer with the value of this environment variable, or `<unset>`.
     Env(String),
+    /// Write the text to stdout, then answer with it.
+    Stdout(String),
+    /// Answer with the working directory.
+    Cwd,
     /// Segfault if this file does not exist (creating it first), else answer `survived`: a
     /// request that crashes its first worker only.
     CrashOnce(std::path::PathBuf),

@@ -75,6 +75,16 @@ fn handle(args: RequestArgs<Request>) -> Response {
                 Err(e) => Response::Text(format!("cannot start a child: {e}")),
             }
         }
+        Request::Stdout(text) => {
+            println!("{text}");
+            let _ = std::io::stdout().flush();
+            Response::Text(text)
+        }
+        Request::Cwd => Response::Text(
+            std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+        ),
         Request::Env(key) => {
             Response::Text(std::env::var(&key).unwrap_or_else(|_| "<unset>".into()))
         }
