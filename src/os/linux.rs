@@ -1,8 +1,9 @@
 //! Linux: how a worker process is started, killed and reaped, and how a worker hides its token.
 //!
 //! - **Spawning.** [`spawn`] uses `posix_spawn` (a `vfork`-style spawn: no code of ours runs in
-//!   the child) with file actions that give the worker `/dev/null` as stdin, the app's stdout
-//!   (or `/dev/null`), the stderr pipe, and close every other descriptor. ipc-channel's
+//!   the child) with file actions that give the worker the stdin and stdout asked for (by default
+//!   `/dev/null` and the stderr pipe; or the app's own, or `/dev/null` for stdout), the stderr
+//!   pipe, the working directory asked for, and close every other descriptor. ipc-channel's
 //!   `IpcOneShotServer::accept` makes its socket without close-on-exec, so without this each
 //!   worker would inherit the app's ends of every earlier worker's channels, and would keep them
 //!   open after those workers died (so that their crashes would go unseen). The closing is

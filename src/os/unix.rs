@@ -4,7 +4,8 @@
 //! What every backend of `crate::os` provides (`other.rs` is the other one):
 //!
 //! - `spawn(Launch) -> io::Result<Child>`: starts a worker with exactly the environment given,
-//!   stdin from the null device, the app's stdout or a null one, and the stderr pipe. `Child` has
+//!   the stdin and stdout the builder chose (by default the null device, and the stderr pipe),
+//!   the stderr pipe, and the working directory asked for. `Child` has
 //!   `id`, `kill` (never signals a process already waited on), `wait`, `try_wait` and
 //!   `wait_deadline`, all callable from any number of threads; dropping it kills the process if it
 //!   still runs and never waits: a process-wide reaper reaps it.

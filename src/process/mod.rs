@@ -16,8 +16,9 @@
 //!
 //! The worker's environment is the app's own without the protocol variables the app inherited
 //! (see [`crate::env`]), then the builder's variables, then this start's protocol variables. The
-//! process inherits no descriptor of the app but stdin, stdout and stderr (on Linux; see
-//! `os/linux.rs`).
+//! process inherits no descriptor of the app but its stdin, stdout and stderr (on Linux; see
+//! `os/linux.rs`), which are the null device, its stderr pipe and the stderr pipe unless the
+//! builder asks otherwise.
 //!
 //! [`Process`] owns the child: its handle, the tail of its stderr, and the panic message the
 //! worker reported. Dropping it kills the process if it still runs and never waits: a
