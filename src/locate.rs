@@ -77,11 +77,21 @@ impl Locate {
             None => tried.push(format!("${cargo_var} (not set)")),
         }
 
-        match app.and_then(|a| a.manifest_dir.as_deref()) {
-            Some(dir) if dir.join("Cargo.toml").is_file() => match self.in_target_dir(dir, &file) {
-                Ok(path) => return Ok(path),
-                Err(why) => tried.push(why),
-            },
+        match (
+            app.and_then(|a| a.manifest_dir.as_deref()),
+            running_from_target_dir(),
+        ) {
+            (Some(dir), Some(target)) if dir.join("Cargo.toml").is_file() => {
+                match self.in_target_dir(dir, &target, &file) {
+                    Ok(path) => return Ok(path),
+                    Err(why) => tried.push(why),
+                }
+            }
+            (_, None) => tried.push(
+                "the cargo target dir (not searched: this app does not run from a cargo target \
+                 dir, so it was shipped)"
+                    .into(),
+            ),
             _ => tried
                 .push("the cargo target dir (the app's sources are not on this machine)".into()),
         }
@@ -100,14 +110,29 @@ impl Locate {
         Err(tried)
     }
 
-    /// Development: `<target dir>/<profile>/<binary>`, after `cargo build` when asked.
-    fn in_target_dir(&self, manifest_dir: &Path, file: &str) -> Result<PathBuf, String> {
+    /// Development: `<target dir>/<profile>/<binary>`, after `cargo build` when asked; only in
+    /// the target dir the app itself runs from (`running`).
+    fn in_target_dir(
+        &self,
+        manifest_dir: &Path,
+        running: &Path,
+        file: &str,
+    ) -> Result<PathBuf, String> {
         let manifest = manifest_dir.join("Cargo.toml");
         let metadata = cargo_metadata::MetadataCommand::new()
             .manifest_path(&manifest)
             .no_deps()
             .exec()
             .map_err(|e| format!("the cargo target dir (cargo metadata failed: {e})"))?;
+        let target_dir = metadata.target_directory.as_std_path();
+        if !same_dir(target_dir, running) {
+            return Err(format!(
+                "the cargo target dir (not searched: the app runs from {}, not from its \
+                 workspace's {})",
+                running.display(),
+                target_dir.display()
+            ));
+        }
         let release = !cfg!(debug_assertions);
         let profile = if release { "release" } else { "debug" };
         let path = metadata
@@ -165,6 +190,27 @@ impl Locate {
                 }
             ))
         }
+    }
+}
+
+/// The cargo target dir the running executable lies in, if any: tests, examples, `cargo run` and
+/// `cargo bench` run from one; a shipped app does not, and never looks into a build tree. Cargo
+/// marks the root of every target dir with a `CACHEDIR.TAG` file.
+fn running_from_target_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors()
+        .skip(1)
+        .find(|dir| {
+            std::fs::read(dir.join("CACHEDIR.TAG"))
+                .is_ok_and(|tag| tag.starts_with(b"Signature: 8a477f597d28d172789f06886806bc55"))
+        })
+        .map(Path::to_path_buf)
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }
 

@@ -140,7 +140,9 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
     /// 5. in development, the cargo target dir of the app's workspace, found with `cargo
     ///    metadata` (so it honours `CARGO_TARGET_DIR`), in the app's profile; with
     ///    [`cargo_build`](Self::cargo_build) cargo first builds the binary's package when it is
-    ///    missing or older than its sources;
+    ///    missing or older than its sources. Only when the app itself runs from that target dir
+    ///    (tests, examples, `cargo run`, `cargo bench`): a shipped app never touches a build
+    ///    tree;
     /// 6. `PATH`, only with [`search_path`](Self::search_path).
     ///
     /// Never the current directory. When it is nowhere, the start fails with

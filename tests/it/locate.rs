@@ -113,3 +113,38 @@ fn path_is_searched_only_when_asked_and_the_current_directory_never() {
     );
     assert!(with.starts_with("started pid "), "{with}");
 }
+
+#[test]
+fn an_app_moved_out_of_the_target_dir_never_looks_into_it() {
+    // `hasher` is built in the target dir; run from there, `misbehave locate hasher` finds it
+    // (and starts it, which then says it serves another worker than `misbehave`).
+    let _ = worker_bin("hasher");
+    let found = Command::new(worker_bin("misbehave"))
+        .args(["locate", "hasher"])
+        .output()
+        .expect("runs");
+    let found = String::from_utf8_lossy(&found.stdout).into_owned();
+    assert!(
+        found.contains("/hasher does not serve worker `misbehave`"),
+        "{found}"
+    );
+    // The same app shipped elsewhere: the build tree is not searched, let alone built.
+    let dir = std::env::temp_dir().join(format!("bincrew-shipped-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::copy(worker_bin("misbehave"), dir.join("app")).expect("copy");
+    let out = Command::new(dir.join("app"))
+        .args(["locate", "hasher"])
+        .env_remove("CARGO_BIN_EXE_hasher")
+        .output()
+        .expect("runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.starts_with("error: cannot find worker binary `hasher`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("the cargo target dir (not searched: this app does not run from a cargo target dir, so it was shipped)"),
+        "{out}"
+    );
+}
