@@ -48,8 +48,8 @@
 //! batched, on non-blocking sockets; when a worker's socket is full, a writer thread of that
 //! worker takes over, and nothing waits on it. One thread for the whole process fires request
 //! timeouts, one reaps workers, and on Unix one drains every worker's stderr. Futures are woken
-//! from bincrew's threads, so they work on any executor. Starting and shutting down wait on
-//! [`blocking`]'s thread pool. `ARCHITECTURE.md` in the repository describes it all.
+//! from bincrew's threads, so they work on any executor. The async `start` and `shutdown` wait
+//! on a thread of their own. `ARCHITECTURE.md` in the repository describes it all.
 #![deny(missing_docs)]
 // The examples show where calls go in `main`.
 #![allow(clippy::needless_doctest_main)]

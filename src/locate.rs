@@ -97,12 +97,10 @@ impl Locate {
         }
 
         if self.search_path {
-            match which::which_global(&self.binary) {
-                Ok(path) if path.is_absolute() => return Ok(path),
-                Ok(path) => {
-                    tried.push(format!("PATH (found only the relative {})", path.display()))
-                }
-                Err(_) => tried.push("PATH".into()),
+            match on_path(&self.binary) {
+                Ok(path) if is_file(&path) => return Ok(path),
+                Ok(_) => tried.push("PATH (only the app itself)".into()),
+                Err(why) => tried.push(why),
             }
         } else {
             tried.push("PATH (not searched: opt in with .search_path(true))".into());
@@ -110,68 +108,61 @@ impl Locate {
         Err(tried)
     }
 
-    /// Development: `<target dir>/<profile>/<binary>`, after `cargo build` when asked; only in
-    /// the target dir the app itself runs from (`running`).
+    /// Development: `<target dir>/<profile>/<binary>`, where `<profile>` is the app's own (the
+    /// part of its path below the target dir, with the target triple of a cross build), after
+    /// `cargo build` when asked. `target_dir` is the one the app runs from.
     fn in_target_dir(
         &self,
         manifest_dir: &Path,
-        running: &Path,
+        target_dir: &Path,
         file: &str,
     ) -> Result<PathBuf, String> {
-        let manifest = manifest_dir.join("Cargo.toml");
-        let metadata = cargo_metadata::MetadataCommand::new()
-            .manifest_path(&manifest)
-            .no_deps()
-            .exec()
-            .map_err(|e| format!("the cargo target dir (cargo metadata failed: {e})"))?;
-        let target_dir = metadata.target_directory.as_std_path();
-        if !same_dir(target_dir, running) {
-            return Err(format!(
-                "the cargo target dir (not searched: the app runs from {}, not from its \
-                 workspace's {})",
-                running.display(),
-                target_dir.display()
-            ));
-        }
-        let release = !cfg!(debug_assertions);
-        let profile = if release { "release" } else { "debug" };
-        let path = metadata
-            .target_directory
-            .as_std_path()
-            .join(profile)
-            .join(file);
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("the cargo target dir (the app's path is unknown: {e})"))?;
+        let below: Vec<_> = exe
+            .strip_prefix(target_dir)
+            .map_err(|_| {
+                format!(
+                    "the cargo target dir (the app does not run from {})",
+                    target_dir.display()
+                )
+            })?
+            .components()
+            .map(|c| c.as_os_str().to_owned())
+            .collect();
+        // `<profile>/…` or, in a cross build, `<triple>/<profile>/…`.
+        let cross = below.first().is_some_and(|first| *first == *TARGET);
+        let profile: PathBuf = below.iter().take(if cross { 2 } else { 1 }).collect();
+        let path = target_dir.join(&profile).join(file);
         if self.cargo_build {
-            let package = metadata
-                .workspace_packages()
-                .into_iter()
-                .find(|p| {
-                    p.targets
-                        .iter()
-                        .any(|t| t.is_bin() && t.name == self.binary)
-                })
-                .map(|p| p.name.to_string())
-                .ok_or_else(|| {
-                    format!(
-                        "the cargo target dir (no package of the workspace at {} has a binary `{}`)",
-                        manifest_dir.display(),
-                        self.binary
-                    )
-                })?;
+            let manifest = manifest_dir.join("Cargo.toml");
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
             let mut cmd = Command::new(cargo);
             cmd.arg("build")
                 .arg("--manifest-path")
                 .arg(&manifest)
-                .args(["-p", &package, "--bin", &self.binary]);
-            if release {
-                cmd.arg("--release");
+                .arg("--target-dir")
+                .arg(target_dir)
+                .args(["--workspace", "--bin", &self.binary]);
+            if cross {
+                cmd.args(["--target", TARGET]);
             }
+            match below.get(usize::from(cross)).and_then(|p| p.to_str()) {
+                Some("debug") | None => {}
+                Some("release") => {
+                    cmd.arg("--release");
+                }
+                Some(other) => {
+                    cmd.args(["--profile", other]);
+                }
+            }
+            tracing::info!(binary = %self.binary, ?cmd, "building the worker binary with cargo");
             let status = cmd
                 .status()
                 .map_err(|e| format!("{} (cannot run cargo build: {e})", path.display()))?;
             if !status.success() {
                 return Err(format!(
-                    "{} (cargo build -p {package} --bin {} failed: {status})",
+                    "{} (cargo build --workspace --bin {} failed: {status})",
                     path.display(),
                     self.binary
                 ));
@@ -193,6 +184,40 @@ impl Locate {
     }
 }
 
+/// The first executable file named `binary` in the directories of `PATH`, skipping relative
+/// entries (an empty entry or `.` would mean the current directory).
+fn on_path(binary: &str) -> Result<PathBuf, String> {
+    let file = format!("{binary}{}", std::env::consts::EXE_SUFFIX);
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut relative = None;
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(&file);
+        if !is_executable(&candidate) {
+            continue;
+        }
+        if dir.is_absolute() {
+            return Ok(candidate);
+        }
+        relative.get_or_insert(candidate);
+    }
+    Err(match relative {
+        Some(found) => format!("PATH (found only the relative {})", found.display()),
+        None => "PATH".into(),
+    })
+}
+
+fn is_executable(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        path.is_file()
+    }
+}
+
 /// The cargo target dir the running executable lies in, if any: tests, examples, `cargo run` and
 /// `cargo bench` run from one; a shipped app does not, and never looks into a build tree. Cargo
 /// marks the root of every target dir with a `CACHEDIR.TAG` file.
@@ -205,13 +230,6 @@ fn running_from_target_dir() -> Option<PathBuf> {
                 .is_ok_and(|tag| tag.starts_with(b"Signature: 8a477f597d28d172789f06886806bc55"))
         })
         .map(Path::to_path_buf)
-}
-
-fn same_dir(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
 }
 
 /// A file to run as a worker binary: it exists and it is not the app's own executable (which

@@ -304,14 +304,13 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
         self
     }
 
-    /// Starts the worker and completes the handshake, waiting on a thread of [`blocking`]'s
-    /// pool.
+    /// Starts the worker and completes the handshake, waiting on a thread of a thread of its own.
     ///
     /// # Errors
     ///
     /// Every way the start can fail is a [`StartError`]; no process is left behind.
     pub async fn start(self) -> Result<Worker<I, O>, StartError> {
-        blocking::unblock(move || self.start_blocking()).await
+        crate::sync::on_thread("bincrew-start", move || self.start_blocking()).await
     }
 
     /// Same as [`start`](Self::start), blocking the calling thread.

@@ -69,13 +69,13 @@ impl<I: IpcValue, O: IpcValue> PoolBuilder<I, O> {
         self
     }
 
-    /// Starts every worker, on [`blocking`]'s thread pool.
+    /// Starts every worker, on a thread of its own.
     ///
     /// # Errors
     ///
     /// The first [`StartError`]; workers already started are shut down.
     pub async fn start(self) -> Result<WorkerPool<I, O>, StartError> {
-        blocking::unblock(move || self.start_blocking()).await
+        crate::sync::on_thread("bincrew-start", move || self.start_blocking()).await
     }
 
     /// Same as [`start`](Self::start), blocking the calling thread.
@@ -243,7 +243,7 @@ impl<I: IpcValue, O: IpcValue> WorkerPool<I, O> {
     /// The first worker's [`ShutdownError`], after every worker was shut down.
     pub async fn shutdown(&self) -> Result<(), ShutdownError> {
         let inner = self.inner.clone();
-        blocking::unblock(move || inner.shutdown()).await
+        crate::sync::on_thread("bincrew-shutdown", move || inner.shutdown()).await
     }
 
     /// Same as [`shutdown`](Self::shutdown), blocking the calling thread.

@@ -181,7 +181,7 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
     pub async fn shutdown(&self) -> Result<(), ShutdownError> {
         self.inner.begin_shutdown()?;
         let inner = self.inner.clone();
-        blocking::unblock(move || inner.wait_shutdown()).await
+        crate::sync::on_thread("bincrew-shutdown", move || inner.wait_shutdown()).await
     }
 
     /// Same as [`shutdown`](Self::shutdown), blocking the calling thread.
