@@ -290,41 +290,36 @@ impl Drop for FileActions {
 
 type AddChdir =
     unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, *const libc::c_char) -> libc::c_int;
-
-/// glibc's `posix_spawn_file_actions_addchdir_np` (2.29 and later), when this C library has it.
-fn add_chdir() -> Option<AddChdir> {
-    static ADD_CHDIR: OnceLock<Option<AddChdir>> = OnceLock::new();
-    *ADD_CHDIR.get_or_init(|| {
-        // SAFETY: dlsym with a nul-terminated name; a non-null result is that function, whose
-        // C signature is `int (posix_spawn_file_actions_t *, const char *)`.
-        unsafe {
-            let symbol = libc::dlsym(
-                libc::RTLD_DEFAULT,
-                c"posix_spawn_file_actions_addchdir_np".as_ptr(),
-            );
-            (!symbol.is_null()).then(|| std::mem::transmute::<*mut libc::c_void, AddChdir>(symbol))
-        }
-    })
-}
-
 type AddClosefrom =
     unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, libc::c_int) -> libc::c_int;
 
+/// A C library function that may be missing (a glibc extension), looked up once at run time so
+/// that bincrew still builds and runs where it is absent.
+fn c_function(name: &std::ffi::CStr) -> Option<*mut libc::c_void> {
+    // SAFETY: dlsym with a nul-terminated name.
+    let symbol = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    (!symbol.is_null()).then_some(symbol)
+}
+
+/// glibc's `posix_spawn_file_actions_addchdir_np` (2.29 and later), when this C library has it.
+fn add_chdir() -> Option<AddChdir> {
+    static ADD_CHDIR: OnceLock<Option<usize>> = OnceLock::new();
+    let symbol = *ADD_CHDIR
+        .get_or_init(|| c_function(c"posix_spawn_file_actions_addchdir_np").map(|f| f as usize));
+    // SAFETY: that symbol is this function, of C signature
+    // `int (posix_spawn_file_actions_t *, const char *)`.
+    symbol.map(|f| unsafe { std::mem::transmute::<usize, AddChdir>(f) })
+}
+
 /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later), when this C library has it.
 fn add_closefrom() -> Option<AddClosefrom> {
-    static ADD_CLOSEFROM: OnceLock<Option<AddClosefrom>> = OnceLock::new();
-    *ADD_CLOSEFROM.get_or_init(|| {
-        // SAFETY: dlsym with a nul-terminated name; a non-null result is that function, whose
-        // C signature is `int (posix_spawn_file_actions_t *, int)`.
-        unsafe {
-            let symbol = libc::dlsym(
-                libc::RTLD_DEFAULT,
-                c"posix_spawn_file_actions_addclosefrom_np".as_ptr(),
-            );
-            (!symbol.is_null())
-                .then(|| std::mem::transmute::<*mut libc::c_void, AddClosefrom>(symbol))
-        }
-    })
+    static ADD_CLOSEFROM: OnceLock<Option<usize>> = OnceLock::new();
+    let symbol = *ADD_CLOSEFROM.get_or_init(|| {
+        c_function(c"posix_spawn_file_actions_addclosefrom_np").map(|f| f as usize)
+    });
+    // SAFETY: that symbol is this function, of C signature
+    // `int (posix_spawn_file_actions_t *, int)`.
+    symbol.map(|f| unsafe { std::mem::transmute::<usize, AddClosefrom>(f) })
 }
 
 struct SpawnAttrs(libc::posix_spawnattr_t);
