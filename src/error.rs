@@ -273,7 +273,7 @@ pub enum StartError {
         stderr: String,
     },
     /// The executable is a bincrew binary, but it serves no worker by that name.
-    #[error("{} does not serve worker `{worker}`; it serves {}", exe.display(), list_or_none(available))]
+    #[error("{} does not serve worker `{worker}`; it serves {}{hint}", exe.display(), list_or_none(available))]
     UnknownWorker {
         /// The requested worker name.
         worker: String,
@@ -281,23 +281,51 @@ pub enum StartError {
         exe: PathBuf,
         /// The worker names it serves.
         available: Vec<String>,
+        /// What to do about it, when bincrew can tell (empty otherwise).
+        hint: String,
+    },
+    /// The app's own executable, started as a worker, exited without serving it: its `main`
+    /// does not call [`run_worker`](crate::run_worker) (or [`Workers::run`](crate::Workers)) for
+    /// that name before the app's own work, or failed before it did.
+    #[error("{} was started as worker `{worker}` but its main never served it: it exited with {exit} before calling bincrew::run_worker(\"{worker}\", ...) (or a bincrew::Workers that registers `{worker}`); call it at the top of main, right after bincrew::init!(), before the app's own work{}", exe.display(), stderr_suffix(stderr))]
+    NotServed {
+        /// The worker's name.
+        worker: String,
+        /// The executable (the app's own).
+        exe: PathBuf,
+        /// How it exited.
+        exit: ExitInfo,
+        /// The end of its stderr.
+        stderr: String,
+    },
+    /// [`WorkerBuilder::in_test`](crate::WorkerBuilder::in_test) was called from a thread that
+    /// is not a test's.
+    #[error("worker `{worker}` was started with in_test() from {}, which is not a #[test] (libtest names each test's thread after the test): call in_test() in the test function itself", thread.as_deref().map_or_else(|| "a thread without a name".to_owned(), |t| format!("thread `{t}`")))]
+    NotATest {
+        /// The worker's name.
+        worker: String,
+        /// The thread's name.
+        thread: Option<String>,
     },
     /// The worker binary is not compatible with the app under the chosen [`Compat`] policy.
     #[error("{0}")]
     VersionMismatch(Box<VersionMismatch>),
-    /// The worker serves other request or response types than the app expects.
-    #[error("worker `{worker}` takes `{worker_request}` and answers `{worker_response}`, but the app sends `{app_request}` and expects `{app_response}`: start it as Worker<{worker_request}, {worker_response}> or rebuild the worker")]
+    /// The worker's request or response type is not the app's: another type, or the same type
+    /// in another shape (a field added, removed, renamed or retyped; a variant added or
+    /// removed). Shapes are compared where both sides could trace the type, names otherwise
+    /// (see the crate docs, "What the handshake compares").
+    #[error("worker `{worker}` does not take the app's {side} type: `{app_type}` in the app, `{worker_type}` in the worker: {difference}; build the app and the worker from the same definition of the type (or carry self-describing data in `bincrew::Json`)")]
     TypeMismatch {
         /// The worker's name.
         worker: String,
-        /// The app's request type.
-        app_request: String,
-        /// The app's response type.
-        app_response: String,
-        /// The worker's request type.
-        worker_request: String,
-        /// The worker's response type.
-        worker_response: String,
+        /// Which of the two types differs.
+        side: TypeSide,
+        /// The app's type (its Rust name).
+        app_type: String,
+        /// The worker's type (its Rust name).
+        worker_type: String,
+        /// The first difference, in words.
+        difference: String,
     },
     /// Another process connected to the handshake server before the worker and sent nothing, so
     /// the worker's own connection was never taken. The worker was killed and reaped.
@@ -338,7 +366,7 @@ fn stderr_suffix(stderr: &str) -> String {
     }
 }
 
-fn list_or_none(names: &[String]) -> String {
+pub(crate) fn list_or_none(names: &[String]) -> String {
     if names.is_empty() {
         "no workers".to_owned()
     } else {
@@ -382,12 +410,51 @@ pub enum RunError {
         #[source]
         last_crash: Option<Arc<WorkerCrashError>>,
     },
-    /// The request could not be encoded; it was not sent.
-    #[error("cannot encode the request for worker `{worker}`: {reason}")]
-    Encode {
+    /// The app could not encode the request; it was not sent. Other requests are not affected.
+    #[error(
+        "cannot encode a `{type_name}` request for worker `{worker}`: {reason}; it was not sent"
+    )]
+    RequestEncode {
         /// The worker's name.
         worker: String,
-        /// The encoder's message.
+        /// The request type.
+        type_name: String,
+        /// What the encoder said, with a hint where one helps.
+        reason: String,
+    },
+    /// The worker could not decode the request; it did not run it and serves on. Other requests
+    /// are not affected.
+    #[error(
+        "worker `{worker}` cannot decode a `{type_name}` request: {reason}; it did not run it"
+    )]
+    RequestDecode {
+        /// The worker's name.
+        worker: String,
+        /// The request type.
+        type_name: String,
+        /// What the decoder said, with a hint where one helps.
+        reason: String,
+    },
+    /// The worker ran the request but could not encode its response, which is lost. The worker
+    /// serves on; other requests are not affected.
+    #[error("worker `{worker}` cannot encode its `{type_name}` response: {reason}; the request ran, its response is lost")]
+    ResponseEncode {
+        /// The worker's name.
+        worker: String,
+        /// The response type.
+        type_name: String,
+        /// What the encoder said, with a hint where one helps.
+        reason: String,
+    },
+    /// The app could not decode the worker's response, which is lost. The worker serves on;
+    /// other requests are not affected.
+    #[error("cannot decode the `{type_name}` response of worker `{worker}`: {reason}; the request ran, its response is lost")]
+    ResponseDecode {
+        /// The worker's name.
+        worker: String,
+        /// The response type.
+        type_name: String,
+        /// What the decoder said, with a hint where one helps.
         reason: String,
     },
     /// The worker already has as many requests waiting to be sent as the app allows
@@ -400,6 +467,24 @@ pub enum RunError {
         /// The limit that was reached.
         limit: usize,
     },
+}
+
+/// Which of a worker's two types an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TypeSide {
+    /// The request type (`I` of `Worker<I, O>`).
+    Request,
+    /// The response type (`O` of `Worker<I, O>`).
+    Response,
+}
+
+impl fmt::Display for TypeSide {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TypeSide::Request => "request",
+            TypeSide::Response => "response",
+        })
+    }
 }
 
 /// Why [`Worker::shutdown`](crate::Worker::shutdown) did not end in a clean exit.

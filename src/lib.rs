@@ -58,6 +58,8 @@ mod app;
 mod build;
 mod env;
 mod error;
+#[cfg(feature = "json")]
+mod json;
 mod locate;
 mod probe;
 mod process;
@@ -75,7 +77,11 @@ mod os;
 
 pub use app::{PoolBuilder, Reply, RunOptions, Worker, WorkerBuilder, WorkerPool};
 pub use build::{build_info, BuildInfo, Compat, MismatchKind};
-pub use error::{ExitInfo, RunError, ShutdownError, StartError, VersionMismatch, WorkerCrashError};
+pub use error::{
+    ExitInfo, RunError, ShutdownError, StartError, TypeSide, VersionMismatch, WorkerCrashError,
+};
+#[cfg(feature = "json")]
+pub use json::Json;
 pub use os::{WorkerStdin, WorkerStdout};
 pub use probe::{probe_binary, probe_worker, BinaryProbe, WorkerProbe};
 pub use shared::SharedBuffer;

@@ -43,6 +43,7 @@ pub struct WorkerProbe {
 
 fn spec(exe: &Path, name: &str, timeout: Duration) -> Spec {
     Spec {
+        self_spawn: false,
         name: name.to_owned(),
         exe: exe.to_path_buf(),
         program: exe.to_path_buf(),
@@ -120,6 +121,7 @@ pub fn probe_worker(exe: &Path, name: &str, timeout: Duration) -> Result<WorkerP
                 worker: name.to_owned(),
                 exe: PathBuf::from(exe),
                 available: hello.served,
+                hint: String::new(),
             })
         }
     };

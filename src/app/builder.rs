@@ -40,6 +40,8 @@ pub struct WorkerBuilder<I, O> {
     kill_after_timeout: Option<Duration>,
     max_pending: Option<usize>,
     max_message: usize,
+    /// Set by `in_test`: the name of the thread it was called on.
+    test: Option<Option<String>>,
     types: PhantomData<fn(I) -> O>,
 }
 
@@ -66,6 +68,7 @@ impl<I, O> Clone for WorkerBuilder<I, O> {
             kill_after_timeout: self.kill_after_timeout,
             max_pending: self.max_pending,
             max_message: self.max_message,
+            test: self.test.clone(),
             types: PhantomData,
         }
     }
@@ -116,6 +119,7 @@ impl<I, O> WorkerBuilder<I, O> {
             kill_after_timeout: None,
             max_pending: None,
             max_message: DEFAULT_MAX_MESSAGE,
+            test: None,
             types: PhantomData,
         }
     }
@@ -304,6 +308,48 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
         self
     }
 
+    /// For a self-spawned worker started from a `#[test]` of a test binary (`cargo test`,
+    /// `cargo nextest`): starts the test binary again running only this test, which serves the
+    /// worker at its top. Call it from the test's own thread.
+    ///
+    /// A test binary has no `main` of its own: each test that starts a self-spawned worker
+    /// serves it first thing, the way a `main` would. In the worker process only that test
+    /// runs (libtest's `--exact` filter), reaches [`run_worker`](crate::run_worker) and serves;
+    /// in the test process `run_worker` returns at once and the test goes on. Tests that serve
+    /// different workers live side by side in one binary. Arguments set with [`arg`](Self::arg)
+    /// are not passed (they would be test filters), and the worker's stdout (libtest's report)
+    /// is discarded unless [`stdout`](Self::stdout) is set after this call. Dedicated worker
+    /// binaries need none of this.
+    ///
+    /// ```no_run
+    /// # use serde::{Deserialize, Serialize};
+    /// async fn double(args: bincrew::RequestArgs<u32>) -> u32 {
+    ///     args.request * 2
+    /// }
+    ///
+    /// #[test]
+    /// fn doubles() {
+    ///     bincrew::init!();
+    ///     bincrew::run_worker("double", double);
+    ///
+    ///     let worker = bincrew::Worker::<u32, u32>::builder("double")
+    ///         .in_test()
+    ///         .start_blocking()
+    ///         .expect("worker");
+    ///     assert_eq!(worker.run_blocking(21).expect("answered"), 42);
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The start fails with [`StartError::NotATest`] when called from a thread that is not a
+    /// test's (libtest names each test's thread after the test).
+    pub fn in_test(mut self) -> Self {
+        self.test = Some(std::thread::current().name().map(str::to_owned));
+        self.stdout = WorkerStdout::Null;
+        self
+    }
+
     /// Starts the worker and completes the handshake, waiting on a thread of a thread of its own.
     ///
     /// # Errors
@@ -320,6 +366,7 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
     /// Same as [`start`](Self::start).
     pub fn start_blocking(self) -> Result<Worker<I, O>, StartError> {
         let mut compat = self.compat;
+        let self_spawn = self.exe.is_none() && self.locate.is_none();
         let (exe, program) = match (self.exe, &self.locate) {
             (Some(exe), _) => (exe.clone(), exe),
             (None, Some(locate)) => {
@@ -348,16 +395,35 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
                 )
             }
         };
+        let mut args = self.args;
+        if let (true, Some(test)) = (self_spawn, self.test) {
+            match test {
+                Some(test) if test != "main" => {
+                    args = ["--exact", "--test-threads=1", "-q"]
+                        .into_iter()
+                        .map(OsString::from)
+                        .chain([OsString::from(test)])
+                        .collect();
+                }
+                thread => {
+                    return Err(StartError::NotATest {
+                        worker: self.name,
+                        thread,
+                    })
+                }
+            }
+        }
         let spec = Spec {
             name: self.name,
             exe,
             program,
-            args: self.args,
+            self_spawn,
+            args,
             env: self.env,
             check: Check::App {
                 compat: compat.unwrap_or_default(),
-                request_type: std::any::type_name::<I>(),
-                response_type: std::any::type_name::<O>(),
+                request: crate::wire::shape::of::<I>(),
+                response: crate::wire::shape::of::<O>(),
             },
             connect_timeout: self.connect_timeout,
             forward_stderr: self.forward_stderr,

@@ -32,7 +32,7 @@ use crate::error::{RunError, WorkerCrashError};
 use crate::process::Process;
 use crate::sync::lock;
 use crate::wire::messages::{Answer, Control, Job, RequestBatch};
-use crate::wire::transport::{FramedRef, Sent, Socket};
+use crate::wire::transport::{take_encode_failures, FramedRef, Sent, Socket};
 use crate::IpcValue;
 
 /// Settings of a started worker, from its builder.
@@ -258,23 +258,23 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
         }
     }
 
-    /// Fails the requests of a batch that could not be encoded.
-    fn fail_encode(&self, batch: Vec<(u64, Job<I>)>, reason: String) {
+    /// Fails requests that could not be encoded, each with its reason.
+    fn fail_encode(&self, failures: Vec<(u64, String)>) {
         let failed: Vec<_> = {
             let mut state = lock(&self.state);
-            batch
-                .iter()
-                .filter_map(|(id, _)| state.pending.remove(*id))
+            failures
+                .into_iter()
+                .filter_map(|(id, reason)| Some((state.pending.remove(id)?, reason)))
                 .collect()
         };
-        drop(batch);
-        for pending in failed {
+        for (pending, reason) in failed {
             if let Some(key) = pending.timer {
                 timer::cancel(key);
             }
-            pending.slot.complete(Err(RunError::Encode {
+            pending.slot.complete(Err(RunError::RequestEncode {
                 worker: self.process.name.clone(),
-                reason: reason.clone(),
+                type_name: std::any::type_name::<I>().to_owned(),
+                reason,
             }));
         }
         self.wake_waiters();
@@ -344,9 +344,20 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
             }
             pending.slot.complete(match answer {
                 Answer::Done { response, .. } => Ok(response),
-                Answer::EncodeFailed { reason, .. } => Err(RunError::Encode {
+                Answer::EncodeFailed { reason, .. } => Err(RunError::ResponseEncode {
                     worker: self.process.name.clone(),
-                    reason: format!("the worker cannot encode its response: {reason}"),
+                    type_name: std::any::type_name::<O>().to_owned(),
+                    reason,
+                }),
+                Answer::DecodeFailed { reason, .. } => Err(RunError::RequestDecode {
+                    worker: self.process.name.clone(),
+                    type_name: std::any::type_name::<I>().to_owned(),
+                    reason,
+                }),
+                Answer::Undecodable { reason, .. } => Err(RunError::ResponseDecode {
+                    worker: self.process.name.clone(),
+                    type_name: std::any::type_name::<O>().to_owned(),
+                    reason,
                 }),
                 // Only requests the app gave up on are cancelled: they are no longer pending.
                 Answer::Cancelled { .. } => Err(self.shut_down()),
@@ -424,11 +435,23 @@ struct RequestSink<'a, I, O>(&'a Connection<I, O>);
 impl<I: IpcValue, O: IpcValue> Sink<Job<I>> for RequestSink<'_, I, O> {
     fn send(&self, batch: &[(u64, Job<I>)]) -> Sent {
         let sender: IpcSender<RequestBatch<'_, I>> = self.0.request_tx.clone().to();
-        Sent::from_result(sender.send(FramedRef(batch)))
+        let sent = Sent::from_result(sender.send(FramedRef(batch)));
+        // Requests that did not encode were left out of the message: they fail alone, once
+        // the message went out (a batch that did not go out is encoded again later).
+        let failures = take_encode_failures();
+        if matches!(sent, Sent::Done) && !failures.is_empty() {
+            self.0.fail_encode(failures);
+        }
+        sent
     }
 
     fn encode_failed(&self, batch: Vec<(u64, Job<I>)>, reason: String) {
-        self.0.fail_encode(batch, reason);
+        self.0.fail_encode(
+            batch
+                .into_iter()
+                .map(|(id, _)| (id, reason.clone()))
+                .collect(),
+        );
     }
 }
 

@@ -35,7 +35,7 @@ use super::reply::Slot;
 use crate::error::RunError;
 use crate::sync::lock;
 use crate::wire::messages::{recv_guarded, Answer, ToApp};
-use crate::wire::transport::{with_limit, Framed, Socket};
+use crate::wire::transport::{with_channels, with_limit, Framed, Socket};
 
 /// How long the reader thread leaves the channel to threads in `Reply::wait` after the last one
 /// is done, before reading it again itself: long enough for a loop of blocking calls to keep
@@ -135,7 +135,7 @@ impl<O> ReadTurns<O> {
     }
 }
 
-impl<O: serde::de::DeserializeOwned + serde::Serialize> ReadTurns<O> {
+impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
     /// Reads one message, unless `deadline` passes first.
     fn read_message(
         &self,
@@ -149,10 +149,11 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize> ReadTurns<O> {
                 if deadline.is_some() && !socket.wait_readable(deadline) {
                     return Read::Deadline;
                 }
-                if let Err(reason) = socket.check_next(limit) {
-                    return Read::Ended(Some(reason));
-                }
-                with_limit(limit, || recv_guarded(receiver))
+                let channels = match socket.check_next(limit) {
+                    Ok(channels) => channels,
+                    Err(reason) => return Read::Ended(Some(reason)),
+                };
+                with_channels(channels, || with_limit(limit, || recv_guarded(receiver)))
             }
             None => match deadline {
                 Some(deadline) => {

@@ -132,7 +132,7 @@ pub(crate) fn wait(fd: i32, direction: Direction, timeout: Option<Duration>) -> 
     ready > 0
 }
 
-pub(crate) fn check_next(fd: i32, limit: usize) -> Result<(), String> {
+pub(crate) fn check_next(fd: i32, limit: usize) -> Result<usize, String> {
     let mut header = [0u8; HEADER];
     // Aligned for `cmsghdr`.
     let mut control = [0u64; 80];
@@ -162,17 +162,24 @@ pub(crate) fn check_next(fd: i32, limit: usize) -> Result<(), String> {
                 continue;
             }
             // `ipc-channel`'s own read reports it.
-            return Ok(());
+            return Ok(0);
         }
         // Peeking copied the message's descriptors into this process: look at them, close them.
         let fds = received_fds(&msg);
-        let verdict = check_packet(&header, n as usize, msg.msg_flags, &fds, limit);
+        let verdict = check_packet(&header, n as usize, msg.msg_flags, &fds, limit)
+            .map(|()| fds.iter().filter(|&&fd| is_socket(fd)).count());
         for fd in fds {
             // SAFETY: these descriptors were just created by the peek and are owned here.
             unsafe { libc::close(fd) };
         }
         return verdict;
     }
+}
+
+fn is_socket(fd: i32) -> bool {
+    // SAFETY: fstat writes into a zeroed stat buffer for a descriptor this process holds.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    (unsafe { libc::fstat(fd, &mut st) } == 0) && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
 }
 
 /// The descriptors in a received message's control data.

@@ -22,8 +22,8 @@ pub(crate) fn wait(_fd: i32, _direction: Direction, _timeout: Option<Duration>) 
     true
 }
 
-pub(crate) fn check_next(_fd: i32, _limit: usize) -> Result<(), String> {
-    Ok(())
+pub(crate) fn check_next(_fd: i32, _limit: usize) -> Result<usize, String> {
+    Ok(0)
 }
 
 pub(crate) fn check_packet_bytes(_packet: &[u8], _limit: usize) -> Result<(), String> {

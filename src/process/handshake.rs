@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender, OpaqueIpcReceiver};
 
 use crate::build::BuildInfo;
-use crate::error::{ExitInfo, StartError, VersionMismatch};
+use crate::error::{list_or_none, ExitInfo, StartError, TypeSide, VersionMismatch};
 use crate::wire::hello::{Hello, RawBytes, Status};
 use crate::wire::messages::Ready;
+use crate::wire::shape;
 
 use super::{looks_like_worker, Check, Process, Spec, STDERR_GRACE};
 
@@ -132,11 +133,24 @@ impl Handshake<'_> {
                 return Ok(Err(hello))
             }
             Status::UnknownWorker => {
+                let hint = if hello.single {
+                    format!(
+                        " (each bincrew::run_worker call serves one name and ends a process \
+                         started as another, so only its first call, for {}, can serve: register \
+                         every worker in one bincrew::Workers, as in \
+                         Workers::new().worker(\"{}\", ...).worker(...).run())",
+                        list_or_none(&hello.served),
+                        spec.name
+                    )
+                } else {
+                    String::new()
+                };
                 return Err(StartError::UnknownWorker {
                     worker: spec.name.clone(),
                     exe: spec.exe.clone(),
                     available: hello.served,
-                })
+                    hint,
+                });
             }
             Status::NotInitialized => {
                 return Err(self.rejected(
@@ -151,8 +165,8 @@ impl Handshake<'_> {
         let (
             Check::App {
                 compat,
-                request_type,
-                response_type,
+                request,
+                response,
             },
             Some(app),
         ) = (&spec.check, self.app)
@@ -164,14 +178,31 @@ impl Handshake<'_> {
                 &spec.name, compat, app, &build, kind, fix,
             ))));
         }
-        if hello.request_type != *request_type || hello.response_type != *response_type {
-            return Err(StartError::TypeMismatch {
-                worker: spec.name.clone(),
-                app_request: (*request_type).to_owned(),
-                app_response: (*response_type).to_owned(),
-                worker_request: hello.request_type,
-                worker_response: hello.response_type,
-            });
+        for (side, traced, worker_type, worker_shape) in [
+            (
+                TypeSide::Request,
+                request,
+                &hello.request_type,
+                &hello.request_shape,
+            ),
+            (
+                TypeSide::Response,
+                response,
+                &hello.response_type,
+                &hello.response_shape,
+            ),
+        ] {
+            let difference = shape::compare(traced, worker_type, worker_shape.as_deref())
+                .map_err(|reason| self.rejected(reason))?;
+            if let Some(difference) = difference {
+                return Err(StartError::TypeMismatch {
+                    worker: spec.name.clone(),
+                    side,
+                    app_type: traced.type_name.to_owned(),
+                    worker_type: worker_type.clone(),
+                    difference,
+                });
+            }
         }
         Ok(Ok((hello, build)))
     }
@@ -187,6 +218,15 @@ impl Handshake<'_> {
     /// The process exited: its status and stderr, unless it is not a worker at all.
     fn exited(&self, exit: ExitInfo) -> StartError {
         let stderr = self.process.stderr_tail(STDERR_GRACE);
+        if self.spec.self_spawn {
+            // The app's own executable is a bincrew binary: its main did not serve.
+            return StartError::NotServed {
+                worker: self.spec.name.clone(),
+                exe: self.spec.exe.clone(),
+                exit,
+                stderr,
+            };
+        }
         if !looks_like_worker(&self.spec.program) {
             return StartError::NotAWorker {
                 worker: self.spec.name.clone(),

@@ -67,6 +67,8 @@ pub(crate) struct Spec {
     pub(crate) exe: PathBuf,
     /// The path spawned: `exe`, or `/proc/self/exe` for a self-spawn on Linux.
     pub(crate) program: PathBuf,
+    /// Whether the app started its own executable.
+    pub(crate) self_spawn: bool,
     pub(crate) args: Vec<OsString>,
     pub(crate) env: Vec<(OsString, OsString)>,
     pub(crate) check: Check,
@@ -87,8 +89,8 @@ pub(crate) enum Check {
     /// A worker for this app: its identity against the policy, and its types.
     App {
         compat: Compat,
-        request_type: &'static str,
-        response_type: &'static str,
+        request: std::sync::Arc<crate::wire::shape::Traced>,
+        response: std::sync::Arc<crate::wire::shape::Traced>,
     },
     /// A probe: nothing is checked but the token, and a binary that serves no such worker
     /// answers with what it serves.
@@ -316,6 +318,7 @@ mod tests {
 
     fn spec(env: Vec<(OsString, OsString)>, env_clear: bool, env_remove: Vec<OsString>) -> Spec {
         Spec {
+            self_spawn: false,
             name: "w".into(),
             exe: PathBuf::from("w"),
             program: PathBuf::from("w"),

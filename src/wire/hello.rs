@@ -92,6 +92,12 @@ pub(crate) struct Hello {
     pub(crate) build: Option<BuildInfo>,
     pub(crate) request_type: String,
     pub(crate) response_type: String,
+    /// The shapes of the request and response types (`wire::shape`, text form); `None` when
+    /// the worker could not trace the type (or is older than shapes).
+    pub(crate) request_shape: Option<String>,
+    pub(crate) response_shape: Option<String>,
+    /// The process serves through `run_worker`, one name per call.
+    pub(crate) single: bool,
 }
 
 impl Hello {
@@ -115,6 +121,14 @@ impl Hello {
         put("served", &self.served.join(","));
         put("request-type", &self.request_type);
         put("response-type", &self.response_type);
+        put("request-shape", self.request_shape.as_deref().unwrap_or(""));
+        put(
+            "response-shape",
+            self.response_shape.as_deref().unwrap_or(""),
+        );
+        if self.single {
+            put("single", "1");
+        }
         if let Some(b) = &self.build {
             put("package", &b.package);
             put("version", &b.version.to_string());
@@ -199,6 +213,9 @@ impl Hello {
             build,
             request_type: get("request-type")?,
             response_type: get("response-type")?,
+            request_shape: get("request-shape").ok().filter(|s| !s.is_empty()),
+            response_shape: get("response-shape").ok().filter(|s| !s.is_empty()),
+            single: get("single").is_ok_and(|s| s == "1"),
         })
     }
 }
@@ -245,6 +262,9 @@ mod tests {
             }),
             request_type: "a::Req".into(),
             response_type: "a::Rsp".into(),
+            request_shape: Some("#0;sReq{a:u8}".into()),
+            response_shape: None,
+            single: true,
         }
     }
 
@@ -256,6 +276,9 @@ mod tests {
         assert_eq!(back.served, hello.served);
         assert_eq!(back.build, hello.build);
         assert_eq!(back.status, Status::Ready);
+        assert_eq!(back.request_shape, hello.request_shape);
+        assert_eq!(back.response_shape, None);
+        assert!(back.single);
     }
 
     #[test]

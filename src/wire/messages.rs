@@ -12,7 +12,11 @@
 //! slices the sender keeps, so a batch that could not go out can be queued again.
 
 use ipc_channel::ipc::OpaqueIpcSender;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::wire::codec;
+use crate::wire::transport::{close_unclaimed_channels, encode_failed, Body, FramedRef, Parse};
 
 /// The worker's second message, sent right after a hello with `Status::Ready`: the sending ends
 /// of the two channels the worker reads. It keeps no copy of either, so it sees them close when
@@ -27,16 +31,18 @@ pub(crate) struct Ready {
 }
 
 /// One item of the request channel, keyed by its request id.
-#[derive(Serialize, Deserialize)]
 pub(crate) enum Job<I> {
     /// Run this request.
     Run(I),
     /// No request follows: sent after a shutdown, behind every request made before it.
     End,
+    /// Received only: the request did not decode (why, in words). It is answered with
+    /// [`Answer::DecodeFailed`] and never run.
+    Undecodable(String),
 }
 
 /// What the request channel carries, as sent: a frame of `(id, job)` pairs.
-pub(crate) type RequestBatch<'a, I> = crate::wire::transport::FramedRef<'a, [(u64, Job<I>)]>;
+pub(crate) type RequestBatch<'a, I> = FramedRef<'a, [(u64, Job<I>)]>;
 
 /// One item of the control channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,14 +55,17 @@ pub(crate) enum Control {
 }
 
 /// One answer.
-#[derive(Serialize, Deserialize)]
 pub(crate) enum Answer<O> {
     /// The response to request `id`.
     Done { id: u64, response: O },
-    /// The response to request `id` could not be encoded.
+    /// The worker could not encode the response to request `id`.
     EncodeFailed { id: u64, reason: String },
     /// Request `id` was cancelled before it started, and dropped.
     Cancelled { id: u64 },
+    /// The worker could not decode request `id`, and did not run it.
+    DecodeFailed { id: u64, reason: String },
+    /// Received only: the app could not decode the response to request `id`.
+    Undecodable { id: u64, reason: String },
 }
 
 impl<O> Answer<O> {
@@ -64,13 +73,14 @@ impl<O> Answer<O> {
         match self {
             Answer::Done { id, .. }
             | Answer::EncodeFailed { id, .. }
-            | Answer::Cancelled { id } => *id,
+            | Answer::Cancelled { id }
+            | Answer::DecodeFailed { id, .. }
+            | Answer::Undecodable { id, .. } => *id,
         }
     }
 }
 
 /// Worker to app, in a frame (`Framed<ToApp<O>>`).
-#[derive(Serialize, Deserialize)]
 pub(crate) enum ToApp<O> {
     /// Answers, in the order they were finished.
     Answers(Vec<Answer<O>>),
@@ -81,14 +91,315 @@ pub(crate) enum ToApp<O> {
     },
 }
 
-/// The sending side of [`ToApp`]: same variants, same order, same encoding.
-#[derive(Serialize)]
+/// The sending side of [`ToApp`].
 pub(crate) enum ToAppRef<'a, O> {
     Answers(&'a [Answer<O>]),
     Panicked {
         message: &'a str,
         location: Option<&'a str>,
     },
+}
+
+// ----- Frame bodies -----
+//
+// A body starts with a flags byte; bit 0 says that the sender left channels in the message
+// that no item claims (an item that failed to encode carried them), so the receiver closes them.
+// Then, for the requests, items until the end:
+//
+//     id: u64 LE, tag: u8, and for `RUN` a payload: len: u32 LE, then len bytes
+//
+// and for the answers a kind byte (`ANSWERS` or `PANICKED`), then items as above where every
+// tag has a payload (empty for `CANCELLED`). Payloads are postcard: the request or response
+// value, or a `String` reason. Each is decoded on its own, so a value that does not decode fails
+// its own request only; a body whose structure is broken fails the whole message.
+
+const UNCLAIMED: u8 = 1;
+
+const RUN: u8 = 0;
+const END: u8 = 1;
+
+const ANSWERS: u8 = 0;
+const PANICKED: u8 = 1;
+
+const DONE: u8 = 0;
+const ENCODE_FAILED: u8 = 1;
+const CANCELLED: u8 = 2;
+const DECODE_FAILED: u8 = 3;
+
+/// Appends postcard's encoding to a `Vec` it does not own, so a failure leaves what was
+/// written before it in place.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes a payload (length, then `value`); `Err` leaves `out` as it was.
+fn write_payload<T: Serialize + ?Sized + 'static>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), String> {
+    write_raw(out, value).map_err(|e| match e {
+        Some(e) => codec::encode_error(&e, value),
+        None => "its encoding is 4 GiB or more".to_owned(),
+    })
+}
+
+/// [`write_payload`] for bincrew's own values, which always encode.
+fn write_own<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), String> {
+    write_raw(out, value).map_err(|e| match e {
+        Some(e) => codec::describe(&e),
+        None => "its encoding is 4 GiB or more".to_owned(),
+    })
+}
+
+/// `Err(None)`: too large for the length field.
+fn write_raw<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), Option<postcard::Error>> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    codec::clear();
+    let written = postcard::serialize_with_flavor(value, Append(out))
+        .map_err(Some)
+        .and_then(|()| u32::try_from(out.len() - start - 4).map_err(|_| None));
+    match written {
+        Ok(len) => {
+            out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// Reads a body.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len());
+        let Some(end) = end else {
+            return Err(format!(
+                "a frame ends inside an item ({n} bytes wanted at byte {} of {})",
+                self.at,
+                self.bytes.len()
+            ));
+        };
+        let taken = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(taken)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        let mut le = [0; 8];
+        le.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(le))
+    }
+
+    fn payload(&mut self) -> Result<&'a [u8], String> {
+        let mut le = [0; 4];
+        le.copy_from_slice(self.take(4)?);
+        self.take(u32::from_le_bytes(le) as usize)
+    }
+
+    fn done(&self) -> bool {
+        self.at >= self.bytes.len()
+    }
+}
+
+/// Decodes one payload: all of it, or `Err` with the reason and a hint.
+fn read_payload<T: DeserializeOwned + 'static>(payload: &[u8]) -> Result<T, String> {
+    codec::clear();
+    match postcard::take_from_bytes::<T>(payload) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(format!(
+            "{} of its {} bytes were left over after decoding{}",
+            rest.len(),
+            payload.len(),
+            codec::LEFT_OVER_HINT
+        )),
+        Err(e) => Err(codec::decode_error::<T>(&e, payload)),
+    }
+}
+
+impl<I: Serialize + 'static> Body for [(u64, Job<I>)] {
+    fn write(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        let flags = out.len();
+        out.push(0);
+        for (id, job) in self {
+            match job {
+                Job::Run(request) => {
+                    let start = out.len();
+                    out.extend_from_slice(&id.to_le_bytes());
+                    out.push(RUN);
+                    if let Err(reason) = write_payload(out, request) {
+                        out.truncate(start);
+                        out[flags] |= UNCLAIMED;
+                        encode_failed(*id, reason);
+                    }
+                }
+                Job::End => {
+                    out.extend_from_slice(&id.to_le_bytes());
+                    out.push(END);
+                }
+                Job::Undecodable(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<I: DeserializeOwned + 'static> Parse for Vec<(u64, Job<I>)> {
+    fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let mut reader = Reader { bytes, at: 0 };
+        let mut unclaimed = reader.u8()? & UNCLAIMED != 0;
+        let mut items = Vec::new();
+        while !reader.done() {
+            let id = reader.u64()?;
+            let job = match reader.u8()? {
+                RUN => match read_payload(reader.payload()?) {
+                    Ok(request) => Job::Run(request),
+                    Err(reason) => {
+                        unclaimed = true;
+                        Job::Undecodable(reason)
+                    }
+                },
+                END => Job::End,
+                other => return Err(format!("a request of unknown kind {other}")),
+            };
+            items.push((id, job));
+        }
+        if unclaimed {
+            close_unclaimed_channels();
+        }
+        Ok(items)
+    }
+}
+
+impl<O: Serialize + 'static> Body for ToAppRef<'_, O> {
+    fn write(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        let flags = out.len();
+        out.push(0);
+        match self {
+            ToAppRef::Panicked { message, location } => {
+                out.push(PANICKED);
+                write_own(out, &(message, location))
+            }
+            ToAppRef::Answers(answers) => {
+                out.push(ANSWERS);
+                for answer in answers.iter() {
+                    out.extend_from_slice(&answer.id().to_le_bytes());
+                    let tag = out.len();
+                    let written = match answer {
+                        Answer::Done { response, .. } => {
+                            out.push(DONE);
+                            write_payload(out, response)
+                        }
+                        Answer::EncodeFailed { reason, .. } => {
+                            out.push(ENCODE_FAILED);
+                            write_own(out, reason)
+                        }
+                        Answer::Cancelled { .. } => {
+                            out.push(CANCELLED);
+                            write_own(out, &())
+                        }
+                        Answer::DecodeFailed { reason, .. }
+                        | Answer::Undecodable { reason, .. } => {
+                            out.push(DECODE_FAILED);
+                            write_own(out, reason)
+                        }
+                    };
+                    if let Err(reason) = written {
+                        // The response does not encode: that request fails, the others stand.
+                        out.truncate(tag);
+                        out[flags] |= UNCLAIMED;
+                        out.push(ENCODE_FAILED);
+                        write_own(out, &reason)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<O: DeserializeOwned + 'static> Parse for ToApp<O> {
+    fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let mut reader = Reader { bytes, at: 0 };
+        let mut unclaimed = reader.u8()? & UNCLAIMED != 0;
+        let message = match reader.u8()? {
+            PANICKED => {
+                let (message, location) = read_payload(reader.payload()?)
+                    .map_err(|e| format!("a panic report that does not decode: {e}"))?;
+                ToApp::Panicked { message, location }
+            }
+            ANSWERS => {
+                let mut answers = Vec::new();
+                while !reader.done() {
+                    let id = reader.u64()?;
+                    let tag = reader.u8()?;
+                    let payload = reader.payload()?;
+                    let reason = || {
+                        read_payload::<String>(payload)
+                            .map_err(|e| format!("an answer whose reason does not decode: {e}"))
+                    };
+                    answers.push(match tag {
+                        DONE => match read_payload(payload) {
+                            Ok(response) => Answer::Done { id, response },
+                            Err(reason) => {
+                                unclaimed = true;
+                                Answer::Undecodable { id, reason }
+                            }
+                        },
+                        ENCODE_FAILED => Answer::EncodeFailed {
+                            id,
+                            reason: reason()?,
+                        },
+                        CANCELLED => Answer::Cancelled { id },
+                        DECODE_FAILED => Answer::DecodeFailed {
+                            id,
+                            reason: reason()?,
+                        },
+                        other => return Err(format!("an answer of unknown kind {other}")),
+                    });
+                }
+                ToApp::Answers(answers)
+            }
+            other => return Err(format!("a message of unknown kind {other}")),
+        };
+        if unclaimed {
+            close_unclaimed_channels();
+        }
+        Ok(message)
+    }
 }
 
 /// Receives one message, turning a panic while decoding it into an error.
@@ -112,36 +423,35 @@ where
     )
 }
 
-/// `ipc-channel` types a channel by a type that is both `Serialize` and `Deserialize`; the
-/// borrowed twins are only ever sent, so decoding them is an error.
-macro_rules! send_only {
-    ($ty:ident) => {
-        impl<'de, 'a, T> Deserialize<'de> for $ty<'a, T> {
-            fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-                Err(serde::de::Error::custom(concat!(
-                    stringify!($ty),
-                    " is only sent, never received"
-                )))
-            }
-        }
-    };
-}
-send_only!(ToAppRef);
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn body<B: Body + ?Sized>(b: &B) -> Vec<u8> {
+        let mut out = Vec::new();
+        b.write(&mut out).expect("writes");
+        out
+    }
+
     #[test]
-    fn borrowed_twins_encode_like_the_owned_messages() {
+    fn requests_round_trip_item_by_item() {
         let jobs = vec![(1u64, Job::Run("a".to_owned())), (u64::MAX, Job::End)];
-        let bytes = postcard::to_stdvec(jobs.as_slice()).expect("encodes");
-        let back: Vec<(u64, Job<String>)> = postcard::from_bytes(&bytes).expect("decodes");
+        let back = Vec::<(u64, Job<String>)>::parse(&body(jobs.as_slice())).expect("parses");
         assert!(matches!(
             back.as_slice(),
             [(1, Job::Run(request)), (u64::MAX, Job::End)] if request == "a"
         ));
+        // Read as another type, the item fails alone.
+        let back = Vec::<(u64, Job<u8>)>::parse(&body(jobs.as_slice())).expect("parses");
+        assert!(matches!(
+            back.as_slice(),
+            [(1, Job::Undecodable(_)), (u64::MAX, Job::End)]
+        ));
+        assert!(Vec::<(u64, Job<String>)>::parse(&body(jobs.as_slice())[..12]).is_err());
+    }
 
+    #[test]
+    fn answers_round_trip_item_by_item() {
         let answers = vec![
             Answer::Done {
                 id: 3,
@@ -151,11 +461,20 @@ mod tests {
                 id: 4,
                 reason: "no".into(),
             },
+            Answer::Cancelled { id: 5 },
+            Answer::DecodeFailed {
+                id: 6,
+                reason: "bad".into(),
+            },
         ];
-        let bytes = postcard::to_stdvec(&ToAppRef::Answers(&answers)).expect("encodes");
-        match postcard::from_bytes::<ToApp<u32>>(&bytes).expect("decodes") {
+        match ToApp::<u32>::parse(&body(&ToAppRef::Answers(&answers))).expect("parses") {
             ToApp::Answers(back) => {
-                assert_eq!(back.iter().map(Answer::id).collect::<Vec<_>>(), [3, 4])
+                assert_eq!(
+                    back.iter().map(Answer::id).collect::<Vec<_>>(),
+                    [3, 4, 5, 6]
+                );
+                assert!(matches!(back[0], Answer::Done { response: 9, .. }));
+                assert!(matches!(&back[3], Answer::DecodeFailed { reason, .. } if reason == "bad"));
             }
             _ => panic!("wrong variant"),
         }
@@ -163,8 +482,7 @@ mod tests {
             message: "boom",
             location: Some("x.rs:1:2"),
         };
-        let bytes = postcard::to_stdvec(&panicked).expect("encodes");
-        match postcard::from_bytes::<ToApp<u32>>(&bytes).expect("decodes") {
+        match ToApp::<u32>::parse(&body(&panicked)).expect("parses") {
             ToApp::Panicked { message, location } => {
                 assert_eq!(message, "boom");
                 assert_eq!(location.as_deref(), Some("x.rs:1:2"));

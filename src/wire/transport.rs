@@ -29,7 +29,7 @@ use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::IpcSharedMemory;
-use serde::de::{DeserializeOwned, SeqAccess, Visitor};
+use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -60,8 +60,22 @@ pub(crate) fn inline_max() -> usize {
     imp::inline_max()
 }
 
-/// The sending side of a frame: encodes `T` with postcard inside `ipc-channel`'s send (so the
-/// channels and shared memory `T` carries are collected as usual), inline or in shared memory.
+/// What a frame carries, written by bincrew into the frame's buffer: the request batches and
+/// the answers (`wire::messages`), whose items are encoded one by one so that one that does not
+/// encode or decode fails alone.
+pub(crate) trait Body {
+    /// Appends the encoding to `out`; items that cannot be encoded are left out or replaced,
+    /// and reported through [`take_encode_failures`].
+    fn write(&self, out: &mut Vec<u8>) -> Result<(), String>;
+}
+
+/// The receiving side of [`Body`]: `Err` means the frame itself is broken (not one item).
+pub(crate) trait Parse: Sized {
+    fn parse(bytes: &[u8]) -> Result<Self, String>;
+}
+
+/// The sending side of a frame: the body, written inside `ipc-channel`'s send (so the channels
+/// and shared memory it carries are collected as usual), inline or in shared memory.
 pub(crate) struct FramedRef<'a, T: ?Sized>(pub(crate) &'a T);
 
 /// The receiving side of a frame: the value, and how many bytes its encoding took.
@@ -97,25 +111,41 @@ thread_local! {
     /// Where this thread encodes a frame's contents, kept between messages so that a message
     /// costs no allocation of its own.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Items of the frames this thread encoded that could not be encoded: `(id, reason)`.
+    static ENCODE_FAILURES: std::cell::RefCell<Vec<(u64, String)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
-impl<T: Serialize + ?Sized> Serialize for FramedRef<'_, T> {
+/// Records that item `id` of the frame being written could not be encoded.
+pub(crate) fn encode_failed(id: u64, reason: String) {
+    ENCODE_FAILURES.with(|f| f.borrow_mut().push((id, reason)));
+}
+
+/// The items this thread could not encode since the last call.
+pub(crate) fn take_encode_failures() -> Vec<(u64, String)> {
+    ENCODE_FAILURES.with(|f| std::mem::take(&mut *f.borrow_mut()))
+}
+
+impl<T: Body + ?Sized> Serialize for FramedRef<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut buffer = SCRATCH.with(|scratch| scratch.take());
-        buffer.clear();
-        let bytes = postcard::to_extend(self.0, buffer).map_err(serde::ser::Error::custom)?;
-        let mut tuple = serializer.serialize_tuple(2)?;
-        if bytes.len() <= inline_max() {
-            tuple.serialize_element(&INLINE)?;
-            tuple.serialize_element(&Bytes(&bytes))?;
-        } else {
-            tuple.serialize_element(&SPILLED)?;
-            tuple.serialize_element(&IpcSharedMemory::from_bytes(&bytes))?;
-        }
+        let mut bytes = SCRATCH.with(|scratch| scratch.take());
+        bytes.clear();
+        let written = self.0.write(&mut bytes);
+        let result = written.map_err(serde::ser::Error::custom).and_then(|()| {
+            let mut tuple = serializer.serialize_tuple(2)?;
+            if bytes.len() <= inline_max() {
+                tuple.serialize_element(&INLINE)?;
+                tuple.serialize_element(&Bytes(&bytes))?;
+            } else {
+                tuple.serialize_element(&SPILLED)?;
+                tuple.serialize_element(&IpcSharedMemory::from_bytes(&bytes))?;
+            }
+            tuple.end()
+        });
         if bytes.capacity() <= SCRATCH_KEEP {
             SCRATCH.with(|scratch| scratch.replace(bytes));
         }
-        tuple.end()
+        result
     }
 }
 
@@ -127,18 +157,20 @@ impl<'de, T: ?Sized> Deserialize<'de> for FramedRef<'_, T> {
     }
 }
 
-/// Same encoding as [`FramedRef`]; `ipc-channel` wants `Serialize` on what it receives too.
-impl<T: Serialize> Serialize for Framed<T> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        FramedRef(&self.value).serialize(serializer)
+/// `ipc-channel` wants `Serialize` on what it receives too; a received frame is never sent.
+impl<T> Serialize for Framed<T> {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "a received frame is not sent again",
+        ))
     }
 }
 
-impl<'de, T: DeserializeOwned> Deserialize<'de> for Framed<T> {
+impl<'de, T: Parse> Deserialize<'de> for Framed<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct FrameVisitor<T>(PhantomData<T>);
 
-        impl<'de, T: DeserializeOwned> Visitor<'de> for FrameVisitor<T> {
+        impl<'de, T: Parse> Visitor<'de> for FrameVisitor<T> {
             type Value = Framed<T>;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -156,7 +188,7 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Framed<T> {
                         let bytes: &'de [u8] = seq
                             .next_element()?
                             .ok_or_else(|| A::Error::custom("a frame without its bytes"))?;
-                        postcard::from_bytes::<T>(bytes).map(|value| (value, bytes.len()))
+                        T::parse(bytes).map(|value| (value, bytes.len()))
                     }
                     SPILLED => {
                         let memory: IpcSharedMemory = seq
@@ -168,7 +200,7 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Framed<T> {
                                 memory.len()
                             )));
                         }
-                        postcard::from_bytes::<T>(&memory).map(|value| (value, memory.len()))
+                        T::parse(&memory).map(|value| (value, memory.len()))
                     }
                     other => return Err(A::Error::custom(format!("a frame of kind {other}"))),
                 };
@@ -178,6 +210,72 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Framed<T> {
         }
 
         deserializer.deserialize_tuple(2, FrameVisitor(PhantomData))
+    }
+}
+
+thread_local! {
+    /// How many channels the message this thread is about to decode carries, when the app
+    /// looked (`Socket::check_next`).
+    static CHANNELS: Cell<Option<usize>> = const { Cell::new(None) };
+    /// Set while this thread closes the channels of a message that no item took, by probing
+    /// their indices: the panic that ends the probe is expected (see [`quiet_panic`]).
+    static PROBING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether threads may probe: only where bincrew's own panic hook stays quiet for them.
+static MAY_PROBE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs `decode` knowing that the message carries `channels` channels.
+pub(crate) fn with_channels<T>(channels: usize, decode: impl FnOnce() -> T) -> T {
+    CHANNELS.with(|c| c.set(Some(channels)));
+    let result = decode();
+    CHANNELS.with(|c| c.set(None));
+    result
+}
+
+/// Lets threads of this process probe for unclaimed channels: a worker calls it once its panic
+/// hook honours [`quiet_panic`].
+pub(crate) fn allow_probing() {
+    MAY_PROBE.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether a panic on this thread is the expected end of a probe (the panic hook says nothing).
+pub(crate) fn quiet_panic() -> bool {
+    PROBING.with(Cell::get)
+}
+
+/// Closes the channels of the message being decoded that no item took (the items that failed
+/// to encode or decode carried them): `ipc-channel` would otherwise leave their descriptors
+/// open. Called from within the decoding of the message.
+pub(crate) fn close_unclaimed_channels() {
+    let take = |index: usize| -> bool {
+        let Ok(bytes) = postcard::to_stdvec(&index) else {
+            return false;
+        };
+        // A channel already taken yields a closed handle, dropped at once.
+        std::panic::catch_unwind(|| {
+            let _ = postcard::from_bytes::<ipc_channel::ipc::IpcReceiver<()>>(&bytes);
+        })
+        .is_ok()
+    };
+    match CHANNELS.with(Cell::get) {
+        Some(count) => {
+            for index in 0..count {
+                take(index);
+            }
+        }
+        None if MAY_PROBE.load(std::sync::atomic::Ordering::SeqCst) => {
+            // Indices past the end panic in `ipc-channel`: the first panic ends the probe.
+            PROBING.with(|p| p.set(true));
+            let mut index = 0;
+            while take(index) {
+                index += 1;
+            }
+            PROBING.with(|p| p.set(false));
+        }
+        None => {
+            tracing::debug!("channels carried by an item that failed stay open");
+        }
     }
 }
 
@@ -296,7 +394,8 @@ impl Socket {
 
     /// Looks at the next message before `ipc-channel` reads it, waiting for one: `Err` says why
     /// reading it could make the app allocate without bound, wait for ever or panic.
-    pub(crate) fn check_next(self, limit: usize) -> Result<(), String> {
+    /// `Ok` is the number of channels the message carries.
+    pub(crate) fn check_next(self, limit: usize) -> Result<usize, String> {
         imp::check_next(self.fd, limit)
     }
 }
@@ -354,17 +453,23 @@ mod tests {
 
     #[test]
     fn frames_round_trip_inline_and_spilled() {
-        let (tx, rx) =
-            ipc_channel::ipc::channel::<FramedRef<'static, Vec<u32>>>().expect("channel");
+        use crate::wire::messages::Job;
+        type Batch = [(u64, Job<Vec<u32>>)];
+        type Received = Framed<Vec<(u64, Job<Vec<u32>>)>>;
+        let (tx, rx) = ipc_channel::ipc::channel::<FramedRef<'static, Batch>>().expect("channel");
+        let tx: ipc_channel::ipc::IpcSender<FramedRef<'_, Batch>> = tx.to_opaque().to();
+        let rx: ipc_channel::ipc::IpcReceiver<Received> = rx.to_opaque().to();
         let small: Vec<u32> = (0..10).collect();
         let big: Vec<u32> = (0..(inline_max() as u32)).collect();
-        let tx: ipc_channel::ipc::IpcSender<FramedRef<'_, Vec<u32>>> = tx.to_opaque().to();
-        let rx: ipc_channel::ipc::IpcReceiver<Framed<Vec<u32>>> = rx.to_opaque().to();
-        tx.send(FramedRef(&small)).expect("send");
-        assert_eq!(rx.recv().expect("recv").value, small);
-        tx.send(FramedRef(&big)).expect("send");
-        let back = rx.recv().expect("recv");
-        assert!(back.len > inline_max());
-        assert_eq!(back.value, big);
+        for value in [small, big] {
+            tx.send(FramedRef(&[(7, Job::Run(value.clone()))][..]))
+                .expect("send");
+            let back = rx.recv().expect("recv");
+            assert_eq!(back.len > inline_max(), value.len() > 10);
+            match back.value.as_slice() {
+                [(7, Job::Run(got))] => assert_eq!(*got, value),
+                _ => panic!("not the batch sent"),
+            }
+        }
     }
 }

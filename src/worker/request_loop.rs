@@ -31,7 +31,8 @@ use crate::os::socket::Watch;
 use crate::sync::lock;
 use crate::wire::hello::{Hello, RawBytes};
 use crate::wire::messages::{recv_guarded, Answer, Control, Job, Ready, ToAppRef};
-use crate::wire::transport::{Framed, FramedRef, Socket};
+use crate::wire::shape;
+use crate::wire::transport::{self, Framed, FramedRef, Socket};
 use crate::IpcValue;
 
 /// How long a panicking worker tries to report its panic before it exits anyway.
@@ -87,6 +88,8 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
     };
     hello.request_type = std::any::type_name::<I>().to_owned();
     hello.response_type = std::any::type_name::<O>().to_owned();
+    hello.request_shape = shape::of::<I>().shape.as_ref().ok().map(|(_, t)| t.clone());
+    hello.response_shape = shape::of::<O>().shape.as_ref().ok().map(|(_, t)| t.clone());
     if let Err(e) = connection.send(RawBytes(hello.encode())) {
         exit_with(EXIT_CANNOT_SERVE, &format!("cannot send the hello: {e}"));
     }
@@ -102,6 +105,7 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
     }
     let answers = connection.to_opaque();
     install_panic_hook(answers.clone());
+    transport::allow_probing();
     // Where the platform allows, the control thread also notices requests that wait while no
     // handler thread reads, so a thread that reads a request can run it without first waking
     // another to read in its place.
@@ -392,6 +396,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
     fn receive(self: &Arc<Self>) {
         let message = recv_guarded(&lock(&self.receiver));
         let mut dropped = Vec::new();
+        let mut undecodable = Vec::new();
         let (queued, lazy, drained) = {
             let mut jobs = lock(&self.jobs);
             jobs.receiving = false;
@@ -415,6 +420,10 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                                     request,
                                     bytes: share,
                                 });
+                            }
+                            Job::Undecodable(reason) => {
+                                jobs.last_id = Some(id);
+                                undecodable.push(Answer::DecodeFailed { id, reason });
                             }
                             Job::End => jobs.ended = true,
                         }
@@ -459,7 +468,12 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
         if drained {
             self.signal_drained();
         }
+        // Requests that did not decode are answered at once; the others run.
+        for answer in undecodable {
+            self.outbox.push(answer);
+        }
         self.answer_cancelled(dropped);
+        self.outbox.flush(|batch| self.send_answers(batch));
     }
 
     /// Tells the app that these requests were dropped before they started.
@@ -581,6 +595,10 @@ fn control_failed(error: IpcError) -> ! {
 fn install_panic_hook(answers: OpaqueIpcSender) {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        if transport::quiet_panic() {
+            // The expected end of a probe for unclaimed channels: not the handler's panic.
+            return;
+        }
         // From here on no answer leaves: the app must not take any as a success.
         PANICKING.store(true, Ordering::SeqCst);
         // The report's send may block on an app that does not read: exit anyway, in time.

@@ -55,6 +55,8 @@ struct Entry {
 #[must_use = "workers are served only by `run`"]
 pub struct Workers {
     entries: Vec<Entry>,
+    /// Made by `run_worker`: one name, one call.
+    single: bool,
     parallelism: Option<usize>,
     queue_limit: QueueLimit,
 }
@@ -80,6 +82,7 @@ impl Workers {
     pub fn new() -> Self {
         Workers {
             entries: Vec::new(),
+            single: false,
             parallelism: None,
             queue_limit: QueueLimit::default(),
         }
@@ -207,6 +210,9 @@ impl Workers {
             build: build_info().cloned(),
             request_type: String::new(),
             response_type: String::new(),
+            request_shape: None,
+            response_shape: None,
+            single: self.single,
         };
         let status = if hello.build.is_none() {
             Some((
@@ -265,7 +271,12 @@ where
     F: Fn(RequestArgs<I>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = O>,
 {
-    Workers::new().worker(name, handler).run();
+    Workers {
+        single: true,
+        ..Workers::new()
+    }
+    .worker(name, handler)
+    .run();
 }
 
 /// Same as [`run_worker`] with a blocking handler: `fn(RequestArgs<I>) -> O`.
@@ -275,7 +286,12 @@ where
     O: IpcValue,
     F: Fn(RequestArgs<I>) -> O + Send + Sync + 'static,
 {
-    Workers::new().blocking_worker(name, handler).run();
+    Workers {
+        single: true,
+        ..Workers::new()
+    }
+    .blocking_worker(name, handler)
+    .run();
 }
 
 /// Drives a handler's future on the current thread.

@@ -119,16 +119,14 @@ fn mismatched_request_types_are_named() {
         .expect_err("types differ");
     match &err {
         StartError::TypeMismatch {
-            worker_request,
-            worker_response,
-            app_request,
-            app_response,
+            side,
+            app_type,
+            worker_type,
             ..
         } => {
-            assert_eq!(worker_request, "misbehave::Request");
-            assert_eq!(worker_response, "misbehave::Response");
-            assert_eq!(app_request, "alloc::string::String");
-            assert_eq!(app_response, "u64");
+            assert_eq!(*side, bincrew::TypeSide::Request);
+            assert_eq!(worker_type, "misbehave::Request");
+            assert_eq!(app_type, "alloc::string::String");
         }
         other => panic!("{other:?}"),
     }

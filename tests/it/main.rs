@@ -15,3 +15,4 @@ mod locate;
 mod selfspawn;
 mod supervision;
 mod support;
+mod wire;

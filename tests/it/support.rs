@@ -32,6 +32,8 @@ pub fn worker_bin(name: &str) -> PathBuf {
             "-p",
             "misbehave",
             "-p",
+            "wirecheck",
+            "-p",
             "cargo-bincrew",
         ])
         .arg("--manifest-path")

@@ -457,13 +457,24 @@ fn fake_worker(kind: &str) -> ! {
         }
     }
     // Messages after the handshake travel in frames: an inline frame is `0`, a length, bytes.
+    // Its bytes: a flags byte, the message kind (`0`: answers), then answers: an id (u64 LE),
+    // a tag (`0`: done), a payload length (u32 LE) and the payload.
     let message = match kind {
         // A frame of a kind no frame has.
         "garbage" => vec![0xff, 0xff, 0xff, 0x7f, 1, 2, 3],
-        // `Answers` with one answer to request 0 that names channel 0, sending none.
-        "bad-index" => vec![0x00, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00],
-        // `Answers` with five answers, then nothing.
-        _ => vec![0x00, 0x02, 0x00, 0x05],
+        // One answer to request 0 whose response names channel 0, sending none.
+        "bad-index" => {
+            let mut body = vec![0x00, 0x00];
+            body.extend_from_slice(&0u64.to_le_bytes());
+            body.push(0x00);
+            body.extend_from_slice(&1u32.to_le_bytes());
+            body.push(0x00);
+            let mut frame = vec![0x00, body.len() as u8];
+            frame.extend_from_slice(&body);
+            frame
+        }
+        // Answers cut short: an id, then nothing.
+        _ => vec![0x00, 0x04, 0x00, 0x00, 0x05, 0x00],
     };
     let _ = tx.send(Raw(message));
     loop {
