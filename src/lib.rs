@@ -12,6 +12,40 @@
 //! not depend on any serialization format, and the app checks it against a [`Compat`] policy.
 //! Every way the start can fail is a [`StartError`].
 //!
+//! # What the handshake compares
+//!
+//! Besides the builds, the handshake compares the request and response types of the two sides
+//! as the wire sees them: their *shapes*, traced from their `Deserialize` implementations once
+//! per type and process. A worker whose types differ fails the start with
+//! [`StartError::TypeMismatch`], which names the first difference (a field added, removed,
+//! renamed or retyped, a variant added or removed). The names of structs and enums are not
+//! compared (the wire does not carry them); field and variant names are.
+//!
+//! | A type that is (or contains) | is compared by |
+//! |---|---|
+//! | a primitive, `String`, `Vec<u8>`, `()` | shape |
+//! | a struct, tuple struct, newtype or unit struct (derived) | shape: its fields, by name and order |
+//! | an enum (derived, externally tagged) | shape: its variants by name, and what each holds |
+//! | `Option<T>`, `Vec<T>`, `HashSet<T>`, `[T; N]`, tuples | shape |
+//! | `HashMap<K, V>`, `BTreeMap<K, V>` | shape |
+//! | a type nested in any of these, or recursive (`Box<Self>` in an enum or an `Option`, `Vec<Self>`) | shape |
+//! | [`Json<T>`] as the whole request or response | shape: JSON data, whatever `T` (checked per message) |
+//! | a `Deserialize` written by hand that refuses the tracer's smallest values | name, with a warning |
+//! | an untagged or internally tagged enum, `flatten`, `serde_json::Value` (outside `Json`) | name, with a warning |
+//! | IPC channels, [`IpcSharedMemory`] or [`SharedBuffer`] anywhere inside | name, with a warning |
+//! | a `Json<T>` among other fields | name, with a warning |
+//!
+//! "Name" compares the Rust type names, and the warning (a `tracing` event at start) says why
+//! the shape could not be traced. A request or response that still does not decode fails that
+//! request alone ([`RunError::RequestDecode`] and the like), never the worker.
+//!
+//! # Testing self-spawned workers
+//!
+//! A test binary has no `main` of its own: a `#[test]` serves its worker at its top, like a
+//! `main` would, and starts it with [`WorkerBuilder::in_test`], which runs that test alone in
+//! the worker process. Tests that serve different workers live side by side in one binary,
+//! under `cargo test` and `cargo nextest`.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -98,8 +132,10 @@ pub use ipc_channel::ipc::{
 /// A type that can be a request or a response: any `Serialize + DeserializeOwned + Send +
 /// 'static` type.
 ///
-/// Keep wire types plain: the encoding (postcard) is not self-describing, so `#[serde(untagged)]`,
-/// internally tagged enums, `flatten` and `skip_serializing_if` do not round-trip.
+/// The encoding (postcard) is compact and fast but not self-describing, so `#[serde(untagged)]`,
+/// internally tagged enums, `flatten`, `skip_serializing_if` and `serde_json::Value` do not
+/// round-trip in it: carry such types in [`Json`] (see "What the handshake compares" for what
+/// the handshake checks of each kind of type).
 ///
 /// Mark byte fields `#[serde(with = "serde_bytes")]` (the `serde_bytes` crate): serde otherwise
 /// encodes a `Vec<u8>` element by element. Large messages travel through shared memory by

@@ -86,6 +86,7 @@ thread_local! {
 }
 
 /// A custom encoding error whose message survives postcard.
+#[cfg_attr(not(feature = "json"), allow(dead_code))]
 pub(crate) fn custom_ser<E: serde::ser::Error>(message: String) -> E {
     let error = E::custom(&message);
     LAST_CUSTOM.with(|m| *m.borrow_mut() = Some(message));
@@ -93,6 +94,7 @@ pub(crate) fn custom_ser<E: serde::ser::Error>(message: String) -> E {
 }
 
 /// A custom decoding error whose message survives postcard.
+#[cfg_attr(not(feature = "json"), allow(dead_code))]
 pub(crate) fn custom_de<E: serde::de::Error>(message: String) -> E {
     let error = E::custom(&message);
     LAST_CUSTOM.with(|m| *m.borrow_mut() = Some(message));

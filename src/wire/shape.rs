@@ -1652,4 +1652,67 @@ mod tests {
         let deep = "?".repeat(10_000) + "u8";
         assert!(TypeShape::decode(&deep).is_err());
     }
+
+    /// The table in the crate docs ("What the handshake compares"), row by row.
+    #[cfg(feature = "json")]
+    #[test]
+    fn the_docs_table_holds() {
+        use std::collections::{BTreeMap, HashSet};
+
+        #[allow(dead_code)]
+        #[derive(Deserialize)]
+        struct Plain {
+            a: u8,
+        }
+        #[allow(dead_code)]
+        #[derive(Deserialize)]
+        struct Pair(u8, String);
+        #[allow(dead_code)]
+        #[derive(Deserialize)]
+        struct Wrapper(u64);
+        #[derive(Deserialize)]
+        struct Nothing;
+        #[allow(dead_code)]
+        #[derive(Deserialize)]
+        #[serde(tag = "kind")]
+        enum Internal {
+            A { x: u8 },
+        }
+        #[allow(dead_code)]
+        #[derive(Deserialize)]
+        struct Flat {
+            #[serde(flatten)]
+            inner: Plain,
+        }
+        #[allow(dead_code)]
+        #[derive(Deserialize)]
+        struct WithJson {
+            a: u8,
+            j: crate::Json<u8>,
+        }
+
+        fn shape<T: for<'de> Deserialize<'de>>() -> bool {
+            trace::<T>().is_ok()
+        }
+        // By shape.
+        assert!(shape::<u32>() && shape::<String>() && shape::<Vec<u8>>() && shape::<()>());
+        assert!(shape::<Plain>() && shape::<Pair>() && shape::<Wrapper>() && shape::<Nothing>());
+        assert!(shape::<Inner>());
+        assert!(shape::<Option<u8>>() && shape::<HashSet<u8>>() && shape::<[u8; 3]>());
+        assert!(shape::<(u8, bool)>());
+        assert!(shape::<HashMap<String, u8>>() && shape::<BTreeMap<u8, Plain>>());
+        assert!(shape::<Outer>() && shape::<Expr>() && shape::<Tree>());
+        assert_eq!(
+            trace::<crate::Json<Loose>>().expect("json").encode(),
+            "#0;nJson(bytes)"
+        );
+        // By name.
+        assert!(!shape::<std::num::NonZeroU32>());
+        assert!(!shape::<Loose>() && !shape::<Internal>() && !shape::<Flat>());
+        assert!(!shape::<serde_json::Value>());
+        assert!(!shape::<ipc_channel::ipc::IpcSender<u8>>());
+        assert!(!shape::<Option<ipc_channel::ipc::IpcSharedMemory>>());
+        assert!(!shape::<crate::SharedBuffer>());
+        assert!(!shape::<WithJson>());
+    }
 }
