@@ -396,3 +396,28 @@ fn in_test_from_a_thread_that_is_not_a_test_is_refused() {
         .expect("joined");
     assert!(matches!(err, StartError::NotATest { .. }), "{err}");
 }
+
+#[test]
+fn in_a_pool_a_bad_value_restarts_nothing() {
+    init();
+    let pool = bincrew::WorkerPool::from_builder(
+        Worker::<Picky, Picky>::builder("picky")
+            .exe(worker_bin("wirecheck"))
+            .compat(Compat::SameVersion),
+    )
+    .size(2)
+    .max_restarts(1, Duration::from_secs(60))
+    .start_blocking()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let pids = pool.pids();
+    for bad in [7, 13, 1007, 1013, 7, 13, 1007, 1013] {
+        let err = pool
+            .run_retryable(Picky(bad), bincrew::RunOptions::new())
+            .wait()
+            .expect_err("a bad value");
+        assert!(!matches!(err, RunError::Crashed(_)), "{err}");
+    }
+    assert_eq!(pool.run_blocking(Picky(5)).expect("serves on"), Picky(5));
+    assert_eq!(pool.restart_count(), 0);
+    assert_eq!(pool.pids(), pids);
+}
