@@ -49,10 +49,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let worker = match started {
         Ok(worker) => worker,
         Err(e @ StartError::NotFound { .. }) => {
-            return Err(format!(
-                "{e}\n\nbuild the worker binary first: `cargo build --examples` builds it and this app"
-            )
-            .into())
+            let hint =
+                "build the worker binary first: `cargo build --examples` builds it and this app";
+            return Err(format!("{e}\n\n{hint}").into());
         }
         Err(e) => return Err(e.into()),
     };

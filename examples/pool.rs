@@ -109,8 +109,7 @@ async fn app() -> Result<(), Box<dyn std::error::Error>> {
     // The pool serves on: the other worker answers at once, and a supervisor thread replaces
     // the dead one after a short backoff. (A request made while no worker is up waits for a
     // replacement.)
-    let squares =
-        join_all((7..=12).map(|n| pool.run_with(Task::Square(n), patient.clone()))).await;
+    let squares = join_all((7..=12).map(|n| pool.run_with(Task::Square(n), patient.clone()))).await;
     for (n, result) in (7..=12).zip(squares) {
         assert_eq!(result?, n * n);
     }

@@ -81,7 +81,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("imported {imported} records, {} reports", received.len());
 
     assert_eq!(imported, records);
-    assert_eq!(received.first(), Some(&Progress::Started { total: records }));
+    assert_eq!(
+        received.first(),
+        Some(&Progress::Started { total: records })
+    );
     assert_eq!(received.last(), Some(&Progress::Imported { done: records }));
     // Reports on one channel arrive in the order they were sent.
     let done: Vec<u32> = received

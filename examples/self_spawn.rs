@@ -69,7 +69,11 @@ async fn app() -> Result<(), Box<dyn std::error::Error>> {
     // is the same build even if the file on disk was replaced) and completes the handshake.
     let worker = Worker::<Text, Stats>::start(STATS).await?;
     println!("worker `{STATS}` started: pid {}", worker.id());
-    assert_ne!(worker.id(), std::process::id(), "the worker is another process");
+    assert_ne!(
+        worker.id(),
+        std::process::id(),
+        "the worker is another process"
+    );
 
     let texts = [
         "the quick brown fox jumps over the lazy dog",
