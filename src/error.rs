@@ -130,6 +130,8 @@ impl std::error::Error for WorkerCrashError {}
 pub struct VersionMismatch {
     /// The worker's name.
     pub worker: String,
+    /// The worker executable that was started.
+    pub exe: PathBuf,
     /// The policy that was checked.
     pub compat: Compat,
     /// What did not match.
@@ -145,6 +147,7 @@ pub struct VersionMismatch {
 impl VersionMismatch {
     pub(crate) fn new(
         worker: &str,
+        exe: &std::path::Path,
         compat: &Compat,
         app: &BuildInfo,
         peer: &BuildInfo,
@@ -153,6 +156,7 @@ impl VersionMismatch {
     ) -> Self {
         VersionMismatch {
             worker: worker.to_owned(),
+            exe: exe.to_owned(),
             compat: compat.clone(),
             kind,
             app: app.clone(),
@@ -166,8 +170,13 @@ impl fmt::Display for VersionMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "worker `{}` is binary {} but app {} requires {}: {}",
-            self.worker, self.peer, self.app, self.compat, self.fix
+            "worker `{}` is binary {} at {}, but app {} requires {}: {}",
+            self.worker,
+            self.peer,
+            self.exe.display(),
+            self.app,
+            self.compat,
+            self.fix
         )
     }
 }

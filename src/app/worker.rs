@@ -110,9 +110,14 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
         }
         let inner = Connection::new(connected.process, channels, connected.receiver, settings);
         let reader_inner = inner.clone();
+        // The reader reports the worker's end: its events carry the worker's name and pid.
+        let span = tracing::info_span!("bincrew_worker", worker = %name, pid);
         let reader = thread::Builder::new()
             .name(format!("bincrew-reader-{name}"))
-            .spawn(move || ReadTurns::read_loop(reader_inner));
+            .spawn(move || {
+                let _entered = span.enter();
+                ReadTurns::read_loop(reader_inner)
+            });
         if let Err(source) = reader {
             inner.close();
             return Err(StartError::Thread {

@@ -118,8 +118,30 @@ pub(crate) struct Connected {
     pub(crate) build: BuildInfo,
 }
 
-/// Starts the worker process and completes the handshake.
+/// Starts the worker process and completes the handshake, and says how it went in `tracing`
+/// events (target `bincrew`): the worker, its pid and executable, and the handshake's duration.
 pub(crate) fn start(spec: &Spec) -> Result<Started, StartError> {
+    let began = std::time::Instant::now();
+    let started = start_process(spec);
+    let ms = began.elapsed().as_secs_f64() * 1e3;
+    match &started {
+        Ok(Started::Connected(c)) => tracing::info!(
+            worker = %spec.name,
+            pid = c.process.pid(),
+            exe = %spec.exe.display(),
+            self_spawn = spec.self_spawn,
+            handshake_ms = ms,
+            "worker started"
+        ),
+        Ok(Started::Listed(_)) => {}
+        Err(e) => {
+            tracing::warn!(worker = %spec.name, exe = %spec.exe.display(), handshake_ms = ms, error = %e, "worker start failed")
+        }
+    }
+    started
+}
+
+fn start_process(spec: &Spec) -> Result<Started, StartError> {
     // `Workers::run` removes these variables when it serves: still set means this process was
     // started as a worker and went on into its app code. Starting workers from there would
     // start the same executable again and again.

@@ -12,6 +12,7 @@ mod frozen;
 mod handshake;
 mod isolation;
 mod locate;
+mod observe;
 mod selfspawn;
 mod supervision;
 mod support;
