@@ -113,13 +113,13 @@ impl Binary {
         binary
     }
 
-    /// What the listing says of it, where `workers` names what it serves.
+    /// What the listing says of it, where `workers` introduces the names it serves.
     fn describe(&self, workers: &str) -> String {
         match (self.built, &self.probe_error) {
             (false, _) => "not built".to_owned(),
             (true, Some(error)) => format!("built, but it did not answer the probe: {error}"),
             (true, None) if self.serves.is_empty() => "serves no worker".to_owned(),
-            (true, None) => format!("{workers}: {}", self.serves.join(", ")),
+            (true, None) => format!("{workers} {}", self.serves.join(", ")),
         }
     }
 }
@@ -218,7 +218,7 @@ impl Listing {
                     out,
                     "    binary {}: {}",
                     binary.name,
-                    binary.describe("self-spawned workers")
+                    binary.describe("self-spawned workers:")
                 );
             }
             for declared in &app.declares {
