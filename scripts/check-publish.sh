@@ -5,6 +5,9 @@
 # depends on come from the packages made in the same run (cargo's multi-package publishing), so
 # nothing needs to be on crates.io first. --locked keeps the dependencies those of Cargo.lock.
 #
+# Where the registry cannot be reached, `cargo package --offline --locked -p bincrew -p
+# bincrew-build -p cargo-bincrew` makes and builds the same packages without its checks.
+#
 # Usage: scripts/check-publish.sh [more options for cargo publish, such as --allow-dirty]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
