@@ -230,8 +230,8 @@ impl Compat {
     ///
     /// # Errors
     ///
-    /// The kind of mismatch and what to do about it, the text that
-    /// [`StartError::VersionMismatch`](crate::StartError::VersionMismatch) ends with.
+    /// The kind of mismatch and what to do about it: the `kind` and `fix` of the
+    /// [`VersionMismatch`](crate::VersionMismatch) a start of this worker would fail with.
     pub fn check(&self, app: &BuildInfo, worker: &BuildInfo) -> Result<(), (MismatchKind, String)> {
         if app.protocol != worker.protocol || app.wire != worker.wire {
             let older = match app.protocol.cmp(&worker.protocol) {
