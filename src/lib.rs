@@ -84,6 +84,30 @@
 //! timeouts, one reaps workers, and on Unix one drains every worker's stderr. Futures are woken
 //! from bincrew's threads, so they work on any executor. The async `start` and `shutdown` wait
 //! on a thread of their own. `ARCHITECTURE.md` in the repository describes it all.
+//!
+//! # Caveats
+//!
+//! - **A request is sent when its reply is first polled or waited on** (with everything queued
+//!   by then, which is what batches requests). A reply dropped before that never sends it.
+//! - **Async handlers do not run inside a Tokio runtime** unless the worker asks for one with
+//!   [`Workers::tokio`] (feature `tokio`); otherwise Tokio's timers and I/O panic in them.
+//! - **The encoding is not self-describing**: untagged and internally tagged enums, `flatten`,
+//!   `skip_serializing_if` and `serde_json::Value` need [`Json`]. Types the handshake cannot
+//!   trace are compared by name only (see "What the handshake compares").
+//! - **A panic ends the worker process**, failing every request in flight with the panic's
+//!   message: state shared with code that panicked cannot be trusted. Use a pool to get a new
+//!   worker.
+//! - **Processes a handler starts are not the worker**: they are not killed with it, and they
+//!   inherit its stdout and stderr.
+//! - **Dying with the app** is immediate on Linux (the kernel's parent-death signal); elsewhere a
+//!   worker notices that its app is gone when its channels close, which takes a handler that is
+//!   not stuck.
+//! - **Channels inside a value that fails to decode** are closed by bincrew on Linux; elsewhere
+//!   they may stay open until the process ends.
+//! - **Self-spawned workers in tests** need libtest's harness (`cargo test`, `cargo nextest`):
+//!   see [`WorkerBuilder::in_test`].
+//! - **Linux is the tested platform**; other Unixes and Windows go through `duct` and lack the
+//!   checks that need the sockets' descriptors (non-blocking sends, the packet check).
 #![deny(missing_docs)]
 // The examples show where calls go in `main`.
 #![allow(clippy::needless_doctest_main)]
