@@ -26,6 +26,12 @@ static THIS_BUILD: OnceLock<BuildInfo> = OnceLock::new();
 ///
 /// [`build_info`] gives this binary's own; [`Worker::build_info`](crate::Worker::build_info) the
 /// worker's.
+///
+/// ```
+/// bincrew::init!();
+/// let me = bincrew::build_info().expect("init!() was called");
+/// println!("{} {} (build {:?}) for {}", me.package, me.version, me.build_id, me.target);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BuildInfo {
@@ -177,6 +183,18 @@ pub fn build_info() -> Option<&'static BuildInfo> {
 }
 
 /// Which identity check of the handshake failed.
+///
+/// ```no_run
+/// use bincrew::{MismatchKind, StartError, Worker};
+///
+/// match Worker::<String, u64>::builder("hash").binary("hasher").start_blocking() {
+///     Err(StartError::VersionMismatch(m)) if m.kind == MismatchKind::Build => {
+///         eprintln!("{} comes from another build: {}", m.exe.display(), m.fix)
+///     }
+///     Err(e) => eprintln!("{e}"),
+///     Ok(_worker) => {}
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MismatchKind {
@@ -195,6 +213,18 @@ pub enum MismatchKind {
 /// The versions compared are those of the two binaries' own packages (see
 /// [`init!`](crate::init)). Whatever the policy, both sides must speak the same bincrew protocol
 /// and wire format, or the start fails with [`StartError::VersionMismatch`](crate::StartError).
+///
+/// ```no_run
+/// use bincrew::semver::VersionReq;
+/// use bincrew::{Compat, Worker};
+///
+/// // Any hasher 0.2.x will do, whichever build it comes from.
+/// let worker = Worker::<Vec<u8>, u64>::builder("hash")
+///     .binary("hasher")
+///     .compat(Compat::Semver(VersionReq::parse("^0.2").unwrap()))
+///     .start_blocking()?;
+/// # Ok::<(), bincrew::StartError>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Compat {

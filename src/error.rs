@@ -9,6 +9,17 @@ use std::time::Duration;
 use crate::build::{BuildInfo, Compat, MismatchKind};
 
 /// How a process ended: an exit code or, on Unix, a signal.
+///
+/// ```no_run
+/// # let worker = bincrew::Worker::<u32, u32>::start_blocking("w").unwrap();
+/// if let Some(exit) = worker.crash_error().and_then(|crash| crash.exit) {
+///     match (exit.code, exit.signal_name()) {
+///         (Some(code), _) => println!("exited with code {code}"),
+///         (None, Some(signal)) => println!("killed by {signal}"),
+///         _ => println!("ended: {exit}"),
+///     }
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ExitInfo {
@@ -55,6 +66,24 @@ impl fmt::Display for ExitInfo {
 ///
 /// Every request in flight when the worker died fails with [`RunError::Crashed`] holding this, and
 /// so does every later [`Worker::run`](crate::Worker::run).
+///
+/// ```no_run
+/// use bincrew::{RunError, Worker};
+///
+/// # let worker = Worker::<String, usize>::start_blocking("words").unwrap();
+/// match worker.run_blocking("some text".to_owned()) {
+///     Ok(n) => println!("{n} words"),
+///     Err(RunError::Crashed(crash)) => {
+///         // "worker `words` (pid 4242) was killed by signal 11 (SIGSEGV) ..."
+///         eprintln!("{crash}");
+///         if let Some(panic) = &crash.panic_message {
+///             eprintln!("it panicked: {panic}");
+///         }
+///         eprintln!("the end of its stderr:\n{}", crash.stderr_tail);
+///     }
+///     Err(other) => eprintln!("{other}"),
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WorkerCrashError {
@@ -125,6 +154,17 @@ impl fmt::Display for WorkerCrashError {
 impl std::error::Error for WorkerCrashError {}
 
 /// The worker binary is not compatible with the app: both identities, the policy and the fix.
+///
+/// ```no_run
+/// use bincrew::{StartError, Worker};
+///
+/// if let Err(StartError::VersionMismatch(m)) =
+///     Worker::<Vec<u8>, u64>::builder("hash").binary("hasher").start_blocking()
+/// {
+///     eprintln!("{} is {} {}; the app wants {}", m.exe.display(), m.peer.package, m.peer.version, m.compat);
+///     eprintln!("fix: {}", m.fix);
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct VersionMismatch {
@@ -182,6 +222,21 @@ impl fmt::Display for VersionMismatch {
 }
 
 /// Why [`Worker::start`](crate::Worker::start) failed. No worker process is left running.
+///
+/// Printed with `{}` or `{:?}` (as `main` does when it returns the error), it says what happened
+/// and what to do, in a few lines; [`std::error::Error::source`] gives the cause where there is
+/// one.
+///
+/// ```no_run
+/// use bincrew::{StartError, Worker};
+///
+/// match Worker::<Vec<u8>, u64>::builder("hash").binary("hasher").start_blocking() {
+///     Ok(_worker) => {}
+///     Err(StartError::NotFound { tried, .. }) => eprintln!("not found; looked in {tried:?}"),
+///     Err(e @ StartError::TypeMismatch { .. }) => eprintln!("rebuild: {e}"),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// ```
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
@@ -388,6 +443,21 @@ pub(crate) fn list_or_none(names: &[String]) -> String {
 }
 
 /// Why a request failed.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use bincrew::{RunError, RunOptions, Worker};
+///
+/// # let worker = Worker::<String, usize>::start_blocking("words").unwrap();
+/// let options = RunOptions::new().timeout(Duration::from_secs(2));
+/// match worker.run_with("text".to_owned(), options).wait() {
+///     Ok(n) => println!("{n}"),
+///     Err(RunError::TimedOut { .. }) => eprintln!("too slow; the worker was told to give up"),
+///     Err(RunError::Crashed(crash)) => eprintln!("{crash}"),
+///     Err(e @ RunError::RequestDecode { .. }) => eprintln!("this request only: {e}"),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// ```
 #[derive(Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
@@ -479,6 +549,13 @@ pub enum RunError {
 }
 
 /// Which of a worker's two types an error is about.
+///
+/// ```no_run
+/// # let err: bincrew::StartError = todo!();
+/// if let bincrew::StartError::TypeMismatch { side, difference, .. } = &err {
+///     eprintln!("the {side} types differ: {difference}");
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TypeSide {
     /// The request type (`I` of `Worker<I, O>`).
@@ -497,6 +574,17 @@ impl fmt::Display for TypeSide {
 }
 
 /// Why [`Worker::shutdown`](crate::Worker::shutdown) did not end in a clean exit.
+///
+/// ```no_run
+/// # let worker = bincrew::Worker::<u32, u32>::start_blocking("w").unwrap();
+/// match worker.shutdown_blocking() {
+///     Ok(()) => {}
+///     Err(bincrew::ShutdownError::Killed { grace, .. }) => {
+///         eprintln!("still busy after {grace:?}: killed")
+///     }
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// ```
 #[derive(Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ShutdownError {

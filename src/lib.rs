@@ -164,6 +164,22 @@ pub use ipc_channel::ipc::{
 /// Mark byte fields `#[serde(with = "serde_bytes")]` (the `serde_bytes` crate): serde otherwise
 /// encodes a `Vec<u8>` element by element. Large messages travel through shared memory by
 /// themselves; for large blobs the app fills itself, see [`SharedBuffer`].
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Thumbnail {
+///     width: u32,
+///     height: u32,
+///     #[serde(with = "serde_bytes")]
+///     pixels: Vec<u8>,
+/// }
+///
+/// fn is_ipc_value<T: bincrew::IpcValue>() {}
+/// is_ipc_value::<Thumbnail>();
+/// is_ipc_value::<Result<Vec<String>, String>>();
+/// ```
 pub trait IpcValue: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
 impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> IpcValue for T {}
 

@@ -19,6 +19,17 @@ pub(crate) struct Launch<'a> {
 
 /// Where a worker process's standard input comes from; see
 /// [`WorkerBuilder::stdin`](crate::WorkerBuilder::stdin).
+///
+/// ```no_run
+/// use bincrew::{Worker, WorkerStdin, WorkerStdout};
+///
+/// // A worker that reads nothing and whose prints are dropped.
+/// let worker = Worker::<String, usize>::builder("words")
+///     .stdin(WorkerStdin::Null)
+///     .stdout(WorkerStdout::Null)
+///     .start_blocking()?;
+/// # Ok::<(), bincrew::StartError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WorkerStdin {

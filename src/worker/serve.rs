@@ -337,6 +337,18 @@ where
 }
 
 /// Same as [`run_worker`] with a blocking handler: `fn(RequestArgs<I>) -> O`.
+///
+/// ```no_run
+/// fn checksum(args: bincrew::RequestArgs<Vec<u8>>) -> u32 {
+///     args.request.iter().map(|&b| u32::from(b)).sum()
+/// }
+///
+/// fn main() {
+///     bincrew::init!();
+///     bincrew::run_worker_blocking("checksum", checksum);
+///     // The app's own main continues here.
+/// }
+/// ```
 pub fn run_worker_blocking<I, O, F>(name: &str, handler: F)
 where
     I: IpcValue,
