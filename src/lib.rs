@@ -56,6 +56,7 @@
 
 mod app;
 mod build;
+mod contain;
 mod env;
 mod error;
 mod locate;
@@ -74,7 +75,10 @@ mod os;
 mod os;
 
 pub use app::{PoolBuilder, Reply, RunOptions, Worker, WorkerBuilder, WorkerPool};
+pub use app::{PoolStats, WorkerStats};
 pub use build::{build_info, BuildInfo, Compat, MismatchKind};
+pub use contain::{LimitExceeded, MemoryMechanism};
+pub use error::RollError;
 pub use error::{ExitInfo, RunError, ShutdownError, StartError, VersionMismatch, WorkerCrashError};
 pub use os::{WorkerStdin, WorkerStdout};
 pub use probe::{probe_binary, probe_worker, BinaryProbe, WorkerProbe};
