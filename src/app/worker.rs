@@ -275,6 +275,17 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
         &self.build
     }
 
+    /// How the worker's [memory limit](WorkerBuilder::memory_limit) is enforced, if it has one:
+    /// the mechanism this machine offered when its current process started.
+    pub fn memory_mechanism(&self) -> Option<crate::MemoryMechanism> {
+        self.core
+            .current()
+            .process
+            .contained
+            .memory
+            .map(|(_, mechanism)| mechanism)
+    }
+
     /// The worker's counters: requests, crashes, limit kills, recycles.
     pub fn stats(&self) -> WorkerStats {
         self.core.counters.worker()

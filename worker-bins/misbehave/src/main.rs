@@ -14,6 +14,8 @@ use misbehave::{Request, Response, WORKER};
 static RELEASED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 /// How many `Busy` requests saw their cancellation.
 static CANCELLED: AtomicU64 = AtomicU64::new(0);
+/// How many bytes `Leak` requests leaked.
+static LEAKED: AtomicU64 = AtomicU64::new(0);
 static RELEASE: Condvar = Condvar::new();
 /// Set by the slow panic hook: every `WaitFor` is released.
 static RELEASE_ALL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -127,6 +129,46 @@ fn handle(args: RequestArgs<Request>) -> Response {
             }
             Response::Text("finished".into())
         }
+        Request::AllocateForever => {
+            let mut held: Vec<Vec<u8>> = Vec::new();
+            loop {
+                held.push(touched(1 << 20));
+                std::hint::black_box(&held);
+            }
+        }
+        Request::Leak(bytes) => {
+            let leaked = touched(usize::try_from(bytes).unwrap_or(usize::MAX));
+            std::mem::forget(std::hint::black_box(leaked));
+            Response::Number(LEAKED.fetch_add(bytes, Ordering::Relaxed) + bytes)
+        }
+        Request::Spin => {
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        Request::Burn { ms } => {
+            let until = Instant::now() + Duration::from_millis(ms);
+            let mut x = 0u64;
+            while Instant::now() < until {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            Response::Text("burnt".into())
+        }
+        Request::Grandchild => match std::process::Command::new("sleep")
+            .arg("1000")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(child) => {
+                let pid = child.id();
+                // Never waited for: it lives until something kills it.
+                std::mem::forget(child);
+                Response::Number(u64::from(pid))
+            }
+            Err(e) => Response::Text(format!("cannot start sleep: {e}")),
+        },
         Request::Allocate(bytes) => {
             let mut block = vec![0u8; usize::try_from(bytes).unwrap_or(usize::MAX)];
             let len = block.len();
@@ -136,6 +178,15 @@ fn handle(args: RequestArgs<Request>) -> Response {
             Response::Number(std::hint::black_box(block).len() as u64)
         }
     }
+}
+
+/// A buffer of `bytes` with every page written, so that it is resident.
+fn touched(bytes: usize) -> Vec<u8> {
+    let mut block = vec![0u8; bytes];
+    for i in (0..bytes).step_by(4096) {
+        block[i] = 1;
+    }
+    block
 }
 
 fn recurse(n: u64) -> u64 {
@@ -247,6 +298,8 @@ fn main() {
             std::env::args().nth(3).as_deref() == Some("--search-path"),
         ),
         "count-sockets" => println!("{}", count_sockets()),
+        "core-limits" => core_limits(),
+        "memory-limit" => memory_limit(),
         "flood-stderr" => flood_stderr(),
         "timer-residue" => timer_residue(
             std::env::args()
@@ -267,6 +320,86 @@ fn main() {
         _ => {
             eprintln!("misbehave is a bincrew worker binary: its app starts it (or run it with selfspawn, hold, start-silent, upgrade-check or soak)");
             std::process::exit(2);
+        }
+    }
+}
+
+/// The resident memory of this process, from `/proc/self/statm`.
+fn own_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// An app that starts a worker with a 256 MiB memory limit, has it allocate without end, and
+/// prints the mechanism, the crash report's limit and the report, its own resident memory before
+/// and after, and whether a new worker then serves.
+fn memory_limit() {
+    let builder = || {
+        Worker::<Request, Response>::builder(WORKER)
+            .forward_stderr(false)
+            .memory_limit(256 << 20)
+    };
+    let before = own_rss();
+    let worker = match builder().start_blocking() {
+        Ok(worker) => worker,
+        Err(e) => {
+            println!("start failed: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("mechanism {:?}", worker.memory_mechanism());
+    match worker.run_blocking(Request::AllocateForever) {
+        Err(bincrew::RunError::Crashed(report)) => {
+            println!("limit {:?}", report.limit);
+            println!("report {report}");
+        }
+        other => println!("unexpected {other:?}"),
+    }
+    println!("app-rss-before {before}");
+    println!("app-rss-after {}", own_rss());
+    let again = builder()
+        .start_blocking()
+        .map_err(|e| e.to_string())
+        .and_then(|w| {
+            w.run_blocking(Request::Echo("ok".into()))
+                .map_err(|e| e.to_string())
+        });
+    println!("a new worker answers {again:?}");
+}
+
+/// An app that raises its own soft core dump limit to its hard limit, starts a worker with the
+/// default settings and one with `core_dumps(true)`, and prints the soft core dump limit of each
+/// (`app`, `default`, `allowed`), as `/proc/<pid>/limits` shows it.
+fn core_limits() {
+    // SAFETY: getrlimit and setrlimit with a valid rlimit.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_CORE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_CORE, &limit);
+    }
+    let soft = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/limits"))
+            .ok()
+            .and_then(|limits| {
+                limits
+                    .lines()
+                    .find(|l| l.starts_with("Max core file size"))
+                    .and_then(|l| l.split_whitespace().nth(4).map(str::to_owned))
+            })
+            .unwrap_or_else(|| "unknown".into())
+    };
+    println!("app {}", soft(std::process::id()));
+    for (label, allow) in [("default", None), ("allowed", Some(true))] {
+        let mut builder = Worker::<Request, Response>::builder(WORKER).forward_stderr(false);
+        if let Some(allow) = allow {
+            builder = builder.core_dumps(allow);
+        }
+        match builder.start_blocking() {
+            Ok(worker) => println!("{label} {}", soft(worker.id())),
+            Err(e) => println!("{label} start failed: {e}"),
         }
     }
 }
