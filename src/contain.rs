@@ -135,7 +135,9 @@ pub(crate) struct Limits {
     /// The cgroup v2 directory under which a worker's cgroup is made; found when `None`.
     pub(crate) cgroup: Option<PathBuf>,
     pub(crate) cpu_per_request: Option<Duration>,
-    pub(crate) core_dumps: bool,
+    /// `None`: off, as a default (a failure to turn them off is a warning); `Some(false)`: off,
+    /// as asked (a failure fails the start unless best effort).
+    pub(crate) core_dumps: Option<bool>,
     /// Start without a limit that cannot be applied (with a warning) instead of failing.
     pub(crate) best_effort: bool,
 }

@@ -498,7 +498,7 @@ pub enum RollError {
         workers: usize,
         /// Why the replacement did not start.
         #[source]
-        source: StartError,
+        source: Box<StartError>,
     },
     /// The pool was shut down (or dropped) before or during the roll.
     #[error("pool `{pool}` is shut down")]

@@ -386,9 +386,11 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
 
     /// Whether the worker may write core dumps. Off by default (a soft `RLIMIT_CORE` of 0, set
     /// before the worker runs any handler): a worker that crashes in a loop would otherwise fill
-    /// the disk. With `true` the worker keeps the app's limit.
+    /// the disk. With `true` the worker keeps the app's limit. Where the limit cannot be set (a
+    /// sandbox that forbids `prlimit`), the default only warns; `core_dumps(false)` fails the
+    /// start with [`StartError::Limit`] unless the limits are best effort.
     pub fn core_dumps(mut self, allow: bool) -> Self {
-        self.limits.core_dumps = allow;
+        self.limits.core_dumps = Some(allow);
         self
     }
 

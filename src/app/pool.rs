@@ -126,10 +126,14 @@ impl<I: IpcValue, O: IpcValue> PoolBuilder<I, O> {
             }),
             changed: Condvar::new(),
         });
-        for slot in &lock(&inner.state).slots {
-            if let Some(worker) = &slot.worker {
-                inner.watch(worker);
-            }
+        // Not under the state lock: the hook runs at once for a worker that already crashed.
+        let workers: Vec<_> = lock(&inner.state)
+            .slots
+            .iter()
+            .filter_map(|s| s.worker.clone())
+            .collect();
+        for worker in &workers {
+            inner.watch(worker);
         }
         let supervised = inner.clone();
         let supervisor = thread::Builder::new()
@@ -464,14 +468,16 @@ impl<I: IpcValue, O: IpcValue> PoolInner<I, O> {
             }
             state.restarts.record_restart(policy, now);
             drop(state);
-            let started = self.builder().start_blocking();
+            let started = self.builder().start_blocking().map(Arc::new);
+            if let Ok(worker) = &started {
+                // Not under the state lock: the hook runs at once for a worker that crashed.
+                self.watch(worker);
+            }
             state = lock(&self.state);
             match started {
                 // A rolling replacement filled the slot meanwhile: this one is not needed.
                 Ok(_) if state.slots[index].worker.is_some() => {}
                 Ok(worker) if !state.shutting_down => {
-                    let worker = Arc::new(worker);
-                    self.watch(&worker);
                     let slot = &mut state.slots[index];
                     slot.worker = Some(worker);
                     slot.crashes.restarted(Instant::now());

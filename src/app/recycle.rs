@@ -43,6 +43,8 @@ const MEMORY_READ_EVERY: Duration = Duration::from_millis(100);
 /// The backoff after a replacement failed to start: from this, doubling.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
+/// How long a shutdown waits for a process it killed to be reaped.
+const KILLED_EXIT_GRACE: Duration = Duration::from_secs(2);
 
 /// When a worker is recycled; from the builder.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -418,26 +420,34 @@ impl<I: IpcValue, O: IpcValue> Core<I, O> {
         current.begin_shutdown()
     }
 
-    /// Waits for the current process's shutdown, then for the draining ones until the same
-    /// deadline (killing those still running then).
+    /// Waits for every process of the worker to exit, until the grace period counted from the
+    /// first `begin_shutdown` (for a retired worker's current process, from its retirement);
+    /// kills those still running then.
     pub(super) fn wait_shutdown(&self) -> Result<(), ShutdownError> {
         let current = self.current();
+        let grace = current.settings.shutdown_grace;
+        let deadline = *lock(&self.shutdown_deadline).get_or_insert_with(|| Instant::now() + grace);
+        // The current process as a plain worker's; the draining ones until the same deadline.
         let mut result = current.wait_shutdown();
-        let deadline = lock(&self.shutdown_deadline)
-            .unwrap_or_else(|| Instant::now() + current.settings.shutdown_grace);
         let draining: Vec<_> = self.read().draining.clone();
-        for old in draining {
-            let ended = match old.process.wait_deadline(deadline) {
+        for process in draining {
+            let ended = match process.process.wait_deadline(deadline) {
                 Some(exit) if exit.success() => Ok(()),
                 Some(exit) => Err(ShutdownError::Crashed(
-                    old.crash_error()
-                        .unwrap_or_else(|| Arc::new(old.process.crash_report(Some(exit), None))),
+                    process.crash_error().unwrap_or_else(|| {
+                        Arc::new(process.process.crash_report(Some(exit), None))
+                    }),
                 )),
                 None => {
-                    old.kill("it did not drain within the shutdown's grace period".into());
+                    process.kill(format!(
+                        "it did not exit within {grace:?} of the shutdown request"
+                    ));
+                    let _ = process
+                        .process
+                        .wait_deadline(Instant::now() + KILLED_EXIT_GRACE);
                     Err(ShutdownError::Killed {
                         worker: self.name.clone(),
-                        grace: current.settings.shutdown_grace,
+                        grace,
                     })
                 }
             };

@@ -122,7 +122,7 @@ impl<I: IpcValue, O: IpcValue> PoolInner<I, O> {
                         pool: self.name.clone(),
                         replaced: index,
                         workers,
-                        source,
+                        source: Box::new(source),
                     });
                 }
             };

@@ -39,11 +39,14 @@ fn prlimit(pid: u32, resource: u32, value: u64, soft_only: bool) -> io::Result<(
 
 /// Core dumps off for `pid`: its soft `RLIMIT_CORE` 0; the hard limit stays, so a worker being
 /// debugged may raise it again.
+// The casts: the constants are `u32` with glibc and `c_int` with musl.
+#[allow(clippy::unnecessary_cast)]
 pub(crate) fn core_dumps_off(pid: u32) -> io::Result<()> {
     prlimit(pid, libc::RLIMIT_CORE as u32, 0, true)
 }
 
 /// `RLIMIT_DATA` of `pid` to `bytes`, soft and hard: the worker cannot lift it.
+#[allow(clippy::unnecessary_cast)]
 pub(crate) fn data_limit(pid: u32, bytes: u64) -> io::Result<()> {
     prlimit(pid, libc::RLIMIT_DATA as u32, bytes, false)
 }
@@ -308,7 +311,7 @@ mod tests {
         assert_eq!(rss(u32::MAX), None);
         let named = std::thread::Builder::new()
             .name("bincrew-named".into())
-            .spawn(|| std::thread::park())
+            .spawn(std::thread::park)
             .expect("thread");
         assert!(has_thread_named(me, "bincrew-named"));
         assert!(!has_thread_named(me, "no-such-thread"));

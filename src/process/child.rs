@@ -47,7 +47,7 @@ impl Process {
             current_dir: spec.current_dir.as_deref(),
             stderr: stderr_write,
             new_group: own_group(spec),
-            core_dumps: spec.limits.core_dumps,
+            core_dumps: spec.limits.core_dumps == Some(true),
         })
         .map_err(spawn_error)?;
         let child = Arc::new(child);

@@ -72,13 +72,16 @@ impl Contained {
                 })
             }
         };
-        if !limits.core_dumps {
+        if limits.core_dumps != Some(true) {
             if let Err(e) = os_limits::core_dumps_off(pid) {
-                failed(
-                    "core dump limit",
-                    "cannot set RLIMIT_CORE of the worker".into(),
-                    Some(e),
-                )?;
+                let reason = "cannot set RLIMIT_CORE of the worker".to_owned();
+                if limits.core_dumps.is_none() {
+                    // The default, not something asked for: a sandbox that forbids prlimit must
+                    // not stop every worker from starting.
+                    tracing::warn!(worker, pid, error = %e, "core dumps stay as the app has them: {reason}");
+                } else {
+                    failed("core dump limit", reason, Some(e))?;
+                }
             }
         }
         if let Some(bytes) = limits.memory {
@@ -322,7 +325,7 @@ impl Watched {
         if child.reaped() {
             return false;
         }
-        if self.reads % TREE_EVERY == 0 {
+        if self.reads.is_multiple_of(TREE_EVERY) {
             self.tree = os_limits::descendants(self.pid);
         }
         self.reads = self.reads.wrapping_add(1);

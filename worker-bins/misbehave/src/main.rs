@@ -235,10 +235,15 @@ fn misbehave_before_serving() {
         }));
     }
     if std::env::var_os("MISBEHAVE_SQUAT").is_some() {
-        let squatter = std::process::Command::new(std::env::current_exe().unwrap_or_default())
+        // In a process group of its own: another process, which the worker's death (its group
+        // is killed with it) does not take along.
+        let mut squatter = std::process::Command::new(std::env::current_exe().unwrap_or_default());
+        squatter
             .env("MISBEHAVE_SQUATTER", "1")
-            .env_remove("MISBEHAVE_SQUAT")
-            .spawn();
+            .env_remove("MISBEHAVE_SQUAT");
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut squatter, 0);
+        let squatter = squatter.spawn();
         if squatter.is_ok() {
             // Let it connect first.
             std::thread::sleep(Duration::from_millis(300));
@@ -373,6 +378,7 @@ fn memory_limit() {
 /// default settings and one with `core_dumps(true)`, and prints the soft core dump limit of each
 /// (`app`, `default`, `allowed`), as `/proc/<pid>/limits` shows it.
 fn core_limits() {
+    #[cfg(unix)]
     // SAFETY: getrlimit and setrlimit with a valid rlimit.
     unsafe {
         let mut limit: libc::rlimit = std::mem::zeroed();
