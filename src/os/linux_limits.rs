@@ -309,10 +309,16 @@ mod tests {
         let me = std::process::id();
         assert!(rss(me).is_some_and(|bytes| bytes > 0));
         assert_eq!(rss(u32::MAX), None);
+        let (started, running) = std::sync::mpsc::channel();
         let named = std::thread::Builder::new()
             .name("bincrew-named".into())
-            .spawn(std::thread::park)
+            .spawn(move || {
+                // Named before this runs.
+                let _ = started.send(());
+                std::thread::park();
+            })
             .expect("thread");
+        running.recv().expect("started");
         assert!(has_thread_named(me, "bincrew-named"));
         assert!(!has_thread_named(me, "no-such-thread"));
         named.thread().unpark();

@@ -49,15 +49,22 @@ pub(crate) fn start(limit: Duration) -> std::io::Result<()> {
         return Ok(());
     }
     let tick = (limit / 20).clamp(Duration::from_millis(1), Duration::from_millis(50));
+    let (started, running) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name(CPU_WATCHDOG.into())
-        .spawn(move || loop {
-            std::thread::sleep(tick);
-            if let Some(watchdog) = WATCHDOG.get() {
-                watchdog.check();
+        .spawn(move || {
+            // The thread has its name by now: the app may look for it once this returns.
+            let _ = started.send(());
+            loop {
+                std::thread::sleep(tick);
+                if let Some(watchdog) = WATCHDOG.get() {
+                    watchdog.check();
+                }
             }
         })?;
-    Ok(())
+    running
+        .recv()
+        .map_err(|_| std::io::Error::other("the CPU watchdog thread ended at once"))
 }
 
 impl Watchdog {
