@@ -414,7 +414,9 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
     /// Replaces the worker's process, as [`recycle_after_requests`](Self::recycle_after_requests)
     /// does, when its resident memory (with its descendants') is above `bytes`: read as requests
     /// are made, at most every 100 ms. Set it below the [`memory_limit`](Self::memory_limit), if
-    /// any, to replace a slowly leaking worker before the limit kills it.
+    /// any, to replace a slowly leaking worker before the limit kills it. Linux only: elsewhere
+    /// the memory is not read and only [`recycle_after_requests`](Self::recycle_after_requests)
+    /// recycles.
     pub fn recycle_above_memory(mut self, bytes: u64) -> Self {
         self.recycle.above_memory = Some(bytes);
         self

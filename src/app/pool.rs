@@ -157,6 +157,10 @@ impl<I: IpcValue, O: IpcValue> PoolBuilder<I, O> {
 /// with [`run_retryable`](Self::run_retryable): those run again on another worker. A request
 /// made while no worker is up waits for a replacement. When the restart limit is reached the
 /// pool fails: every request fails with [`RunError::PoolFailed`].
+///
+/// Workers are configured with [`PoolBuilder::configure`]: limits and recycling apply to each
+/// worker on its own (a recycled worker is not a restart). [`roll`](Self::roll) replaces every
+/// worker without failing a request, and [`stats`](Self::stats) returns the pool's counters.
 pub struct WorkerPool<I, O> {
     inner: Arc<PoolInner<I, O>>,
     supervisor: Option<thread::JoinHandle<()>>,
