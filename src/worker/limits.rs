@@ -3,17 +3,18 @@
 //!
 //! A handler thread registers itself for the length of one request ([`Measured`]): its thread's
 //! CPU clock (`pthread_getcpuclockid`) and the CPU time it had used when the request started.
-//! The watchdog wakes every twentieth of the limit (between 1 and 50 ms), and when a request has
-//! used more than the limit it writes [`CPU_LIMIT_LINE`] to stderr and ends the process with
-//! [`EXIT_CPU_LIMIT`]: the app's crash report then names the CPU limit and the request. Only the
-//! handler's own thread is counted, not threads it starts, and not time it spends waiting, so a
-//! long-lived worker never dies of old age as it would under `RLIMIT_CPU`.
+//! While requests run, the watchdog wakes every twentieth of the limit (between 1 and 50 ms; it
+//! sleeps while none runs), and when a request has used more than the limit it writes
+//! [`CPU_LIMIT_LINE`] to stderr and ends the process with [`EXIT_CPU_LIMIT`]: the app's crash
+//! report then names the CPU limit and the request. Only the handler's own thread is counted,
+//! not threads it starts, and not time it spends waiting, so a long-lived worker never dies of
+//! old age as it would under `RLIMIT_CPU`.
 //!
 //! The watchdog reads a clock only while holding the lock its thread needs to unregister, so the
 //! thread cannot have exited when its clock is read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use crate::contain::{CPU_LIMIT_LINE, CPU_WATCHDOG, EXIT_CPU_LIMIT};
@@ -22,6 +23,8 @@ use crate::sync::lock;
 struct Watchdog {
     limit: Duration,
     running: Mutex<Vec<Running>>,
+    /// Signalled when a request starts while none ran: the watchdog sleeps while none runs.
+    started: Condvar,
 }
 
 /// A request being handled.
@@ -43,6 +46,7 @@ pub(crate) fn start(limit: Duration) -> std::io::Result<()> {
         .set(Watchdog {
             limit,
             running: Mutex::new(Vec::new()),
+            started: Condvar::new(),
         })
         .is_err()
     {
@@ -55,11 +59,13 @@ pub(crate) fn start(limit: Duration) -> std::io::Result<()> {
         .spawn(move || {
             // The thread has its name by now: the app may look for it once this returns.
             let _ = started.send(());
+            let Some(watchdog) = WATCHDOG.get() else {
+                return;
+            };
             loop {
+                watchdog.wait_for_requests();
                 std::thread::sleep(tick);
-                if let Some(watchdog) = WATCHDOG.get() {
-                    watchdog.check();
-                }
+                watchdog.check();
             }
         })?;
     running
@@ -68,6 +74,17 @@ pub(crate) fn start(limit: Duration) -> std::io::Result<()> {
 }
 
 impl Watchdog {
+    /// Returns once a request is running.
+    fn wait_for_requests(&self) {
+        let mut running = lock(&self.running);
+        while running.is_empty() {
+            running = self
+                .started
+                .wait(running)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
     fn check(&self) {
         let running = lock(&self.running);
         for request in running.iter() {
@@ -126,12 +143,19 @@ impl Measured {
             return Measured { key: None };
         };
         let key = KEYS.fetch_add(1, Ordering::Relaxed);
-        lock(&watchdog.running).push(Running {
-            key,
-            id,
-            clock,
-            start,
-        });
+        let first = {
+            let mut running = lock(&watchdog.running);
+            running.push(Running {
+                key,
+                id,
+                clock,
+                start,
+            });
+            running.len() == 1
+        };
+        if first {
+            watchdog.started.notify_one();
+        }
         Measured { key: Some(key) }
     }
 }
