@@ -685,6 +685,59 @@ fn cycle() {
     }
 }
 
+/// A pool of two workers under a memory limit, recycled every 100 requests, rolled twice while
+/// it serves `requests` requests, and one worker killed by its memory limit and restarted; what
+/// it saw.
+fn containment_phase(requests: usize) -> String {
+    let fail = |what: String| -> ! {
+        println!("soak: {what}");
+        std::process::exit(1)
+    };
+    let pool = bincrew::WorkerPool::<Request, Response>::builder(WORKER)
+        .size(2)
+        .configure(|w| {
+            w.forward_stderr(false)
+                .memory_limit(256 << 20)
+                .recycle_after_requests(100)
+        })
+        .start_blocking()
+        .unwrap_or_else(|e| fail(format!("containment pool start failed: {e}")));
+    let mut done = 0;
+    while done < requests {
+        let window = (requests - done).min(100);
+        let replies: Vec<_> = (0..window)
+            .map(|_| pool.run(Request::Echo(String::new())))
+            .collect();
+        if done % 2000 == 0 {
+            if let Err(e) = pool.roll_blocking() {
+                fail(format!("a roll failed: {e}"));
+            }
+        }
+        for reply in replies {
+            if let Err(e) = reply.wait() {
+                fail(format!("a request failed while recycling or rolling: {e}"));
+            }
+        }
+        done += window;
+    }
+    match pool.run_blocking(Request::AllocateForever) {
+        Err(bincrew::RunError::Crashed(report)) if report.limit.is_some() => {}
+        other => fail(format!("the memory limit did not stop the worker: {other:?}")),
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool.stats().workers < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = pool.stats();
+    if let Err(e) = pool.shutdown_blocking() {
+        fail(format!("containment pool shutdown failed: {e}"));
+    }
+    format!(
+        "containment: {requests} requests, {} recycles, {} rolls, {} limit kills, {} restarts",
+        stats.recycles, stats.rolls, stats.limit_kills, stats.restarts
+    )
+}
+
 /// Start, crash and restart `cycles` times, then `requests` requests through a two-worker pool,
 /// counting file descriptors, threads and child processes before and after.
 fn soak(cycles: usize, requests: usize) {
@@ -692,6 +745,17 @@ fn soak(cycles: usize, requests: usize) {
     // reaper, stderr) for good; reader and writer threads end a moment after their worker.
     cycle();
     let _ = frozen_phase(100);
+    // A worker under a memory limit starts the memory watcher (when the limit is watched), and
+    // one started off the main thread the spawner thread, as recycling and restarts do.
+    let _ = std::thread::spawn(|| {
+        drop(
+            Worker::<Request, Response>::builder(WORKER)
+                .forward_stderr(false)
+                .memory_limit(1 << 30)
+                .start_blocking(),
+        )
+    })
+    .join();
     let settle = Instant::now() + Duration::from_secs(5);
     let mut before = resources();
     loop {
@@ -738,6 +802,7 @@ fn soak(cycles: usize, requests: usize) {
     }
     drop(pool);
     let lateness = frozen_phase(1000);
+    let contained = containment_phase(requests.min(5000));
 
     // Reader and stderr threads end a moment after their worker: let them.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -763,6 +828,7 @@ fn soak(cycles: usize, requests: usize) {
         "frozen worker: 1000 requests with timeouts settled while another worker answered; worst lateness of a timeout {:.1} ms",
         lateness.as_secs_f64() * 1000.0
     );
+    println!("{contained}");
     println!("fds: {} before, {} after", before.0, after.0);
     println!("threads: {} before, {} after", before.1, after.1);
     println!("children: {} before, {} after", before.2, after.2);
