@@ -79,6 +79,37 @@ fn a_256_mib_limit_stops_a_worker_that_allocates_without_end_and_the_app_is_unch
     assert_eq!(line("a new worker answers "), "Ok(Text(\"ok\"))");
 }
 
+/// The memory of what a handler started counts: a worker whose child holds 200 MiB is stopped
+/// by a 128 MiB limit (the watcher adds the descendants' resident memory; a cgroup holds the
+/// whole tree), and the child goes with it.
+#[test]
+fn a_memory_limit_counts_the_processes_a_handler_started() {
+    let worker = misbehave()
+        .memory_limit(128 * MIB)
+        .start_blocking()
+        .expect("starts");
+    let mechanism = worker.memory_mechanism().expect("a mechanism");
+    let mut hogs = Vec::new();
+    let report = loop {
+        // The hog answers once it holds its memory; the watcher may take a moment to see it.
+        match worker.run_blocking(Request::ChildHog(200)) {
+            Ok(Response::Number(pid)) => hogs.push(u32::try_from(pid).expect("a pid")),
+            other => break crash_report(other),
+        }
+        assert!(hogs.len() < 3, "not stopped with {} hogs", hogs.len());
+    };
+    assert_eq!(
+        report.limit,
+        Some(LimitExceeded::Memory {
+            limit: 128 * MIB,
+            mechanism
+        })
+    );
+    for pid in hogs {
+        eventually("the hog goes with its worker", || !process_alive(pid));
+    }
+}
+
 #[test]
 fn rlimit_data_turns_a_runaway_allocation_into_rusts_allocation_failure_named_as_the_limit() {
     let worker = misbehave()

@@ -103,6 +103,9 @@ pub enum Request {
         /// How long.
         ms: u64,
     },
+    /// Start a child process (this binary, `hog`) that touches this many MiB and then sleeps;
+    /// answer with its pid once it holds them.
+    ChildHog(u64),
     /// Start `sleep 1000` as a child of the worker (a grandchild of the app), without waiting
     /// for it, and answer with its pid.
     Grandchild,

@@ -155,6 +155,27 @@ fn handle(args: RequestArgs<Request>) -> Response {
             }
             Response::Text("burnt".into())
         }
+        Request::ChildHog(mib) => {
+            use std::io::BufRead;
+            let child = std::process::Command::new(std::env::current_exe().unwrap_or_default())
+                .arg("hog")
+                .arg(mib.to_string())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .spawn();
+            match child {
+                Ok(mut child) => {
+                    let pid = child.id();
+                    let mut line = String::new();
+                    if let Some(out) = child.stdout.take() {
+                        let _ = std::io::BufReader::new(out).read_line(&mut line);
+                    }
+                    std::mem::forget(child);
+                    Response::Number(u64::from(pid))
+                }
+                Err(e) => Response::Text(format!("cannot start the hog: {e}")),
+            }
+        }
         Request::Grandchild => match std::process::Command::new("sleep")
             .arg("1000")
             .stdin(std::process::Stdio::null())
@@ -305,6 +326,17 @@ fn main() {
         "count-sockets" => println!("{}", count_sockets()),
         "core-limits" => core_limits(),
         "memory-limit" => memory_limit(),
+        "hog" => {
+            let mib: usize = std::env::args()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let held = touched(mib << 20);
+            println!("holding {mib} MiB");
+            let _ = std::io::stdout().flush();
+            std::thread::sleep(Duration::from_secs(1000));
+            drop(held);
+        }
         "flood-stderr" => flood_stderr(),
         "timer-residue" => timer_residue(
             std::env::args()
@@ -722,7 +754,9 @@ fn containment_phase(requests: usize) -> String {
     }
     match pool.run_blocking(Request::AllocateForever) {
         Err(bincrew::RunError::Crashed(report)) if report.limit.is_some() => {}
-        other => fail(format!("the memory limit did not stop the worker: {other:?}")),
+        other => fail(format!(
+            "the memory limit did not stop the worker: {other:?}"
+        )),
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while pool.stats().workers < 2 && Instant::now() < deadline {
