@@ -103,6 +103,10 @@ pub struct WorkerCrashError {
     /// does not decode, or closed its channel while alive), it did not give up a timed-out
     /// request, or [`Worker::kill`](crate::Worker::kill) was called.
     pub killed_by_app: Option<String>,
+    /// The limit the worker exceeded, when a limit ended it (see
+    /// [`WorkerBuilder::memory_limit`](crate::WorkerBuilder::memory_limit) and
+    /// [`WorkerBuilder::cpu_limit_per_request`](crate::WorkerBuilder::cpu_limit_per_request)).
+    pub limit: Option<crate::contain::LimitExceeded>,
 }
 
 impl WorkerCrashError {
@@ -125,6 +129,14 @@ impl WorkerCrashError {
 impl fmt::Display for WorkerCrashError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "worker `{}` (pid {}) ", self.worker, self.pid)?;
+        if let Some(limit) = &self.limit {
+            write!(f, "exceeded {limit} and ")?;
+            return match &self.exit {
+                Some(exit) if exit.signal.is_some() => write!(f, "was killed by {exit}"),
+                Some(exit) => write!(f, "exited with {exit}"),
+                None => f.write_str("died"),
+            };
+        }
         if let Some(reason) = &self.killed_by_app {
             write!(f, "was killed by the app: {reason}")?;
         } else if let Some(msg) = &self.panic_message {
@@ -411,6 +423,21 @@ pub enum StartError {
         /// What was wrong.
         reason: String,
     },
+    /// A limit the builder set (memory, CPU per request, core dumps off) cannot be applied here,
+    /// and [`limits_best_effort`](crate::WorkerBuilder::limits_best_effort) was not asked for.
+    /// The worker was killed.
+    #[error("cannot apply the {limit} of worker `{worker}`: {reason} (start it with .limits_best_effort(true) to run without it)")]
+    Limit {
+        /// The worker's name.
+        worker: String,
+        /// Which limit: `memory limit`, `CPU limit`, `core dump limit`.
+        limit: &'static str,
+        /// Why it cannot be applied.
+        reason: String,
+        /// The system's error, when there is one.
+        #[source]
+        source: Option<io::Error>,
+    },
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -631,6 +658,47 @@ impl fmt::Debug for RunError {
 }
 
 impl fmt::Debug for ShutdownError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_chain(self, f)
+    }
+}
+
+/// Why [`WorkerPool::roll`](crate::WorkerPool::roll) stopped before replacing every worker. The
+/// workers it had not replaced yet keep serving.
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum RollError {
+    /// A replacement did not start (its handshake failed, say, on a version mismatch): the roll
+    /// stopped there.
+    #[error("rolling replacement of pool `{pool}` stopped after {replaced} of {workers} workers: a replacement did not start")]
+    Start {
+        /// The pool's worker name.
+        pool: String,
+        /// How many workers had been replaced.
+        replaced: usize,
+        /// How many workers the pool has.
+        workers: usize,
+        /// Why the replacement did not start.
+        #[source]
+        source: Box<StartError>,
+    },
+    /// The pool was shut down (or dropped) before or during the roll.
+    #[error("pool `{pool}` is shut down")]
+    ShutDown {
+        /// The pool's worker name.
+        pool: String,
+    },
+    /// The pool had failed (its restart limit was reached).
+    #[error("pool `{pool}` failed: {reason}")]
+    PoolFailed {
+        /// The pool's worker name.
+        pool: String,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+impl fmt::Debug for RollError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         debug_chain(self, f)
     }

@@ -114,6 +114,7 @@
 
 mod app;
 mod build;
+mod contain;
 mod env;
 mod error;
 #[cfg(feature = "json")]
@@ -134,9 +135,12 @@ mod os;
 mod os;
 
 pub use app::{PoolBuilder, Reply, RunOptions, Worker, WorkerBuilder, WorkerPool};
+pub use app::{PoolStats, WorkerStats};
 pub use build::{build_info, BuildInfo, Compat, MismatchKind};
+pub use contain::{LimitExceeded, MemoryMechanism};
 pub use error::{
-    ExitInfo, RunError, ShutdownError, StartError, TypeSide, VersionMismatch, WorkerCrashError,
+    ExitInfo, RollError, RunError, ShutdownError, StartError, TypeSide, VersionMismatch,
+    WorkerCrashError,
 };
 #[cfg(feature = "json")]
 pub use json::Json;

@@ -75,6 +75,7 @@ fn spec(exe: &Path, name: &str, timeout: Duration) -> Spec {
         env_clear: false,
         env_remove: Vec::new(),
         parallelism: Some(1),
+        limits: crate::contain::Limits::default(),
     }
 }
 

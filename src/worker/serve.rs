@@ -230,6 +230,15 @@ impl Workers {
         };
         // Shown by `ps` and `top` (a self-spawned worker would show as `exe`).
         crate::os::name_process(&format!("bincrew:{}", env.worker));
+        // Before the handshake, so that the app finds it running once connected.
+        if let Some(limit) = env.cpu_limit {
+            if let Err(e) = super::limits::start(limit) {
+                exit_with(
+                    EXIT_CANNOT_SERVE,
+                    &format!("cannot start the CPU watchdog for its limit of {limit:?}: {e}"),
+                );
+            }
+        }
         let served = self.names();
         let connection = match IpcSender::<RawBytes>::connect(env.server.clone()) {
             Ok(connection) => connection,

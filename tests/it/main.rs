@@ -4,6 +4,7 @@ mod bad_input;
 mod basics;
 mod build_support;
 mod channels;
+mod containment;
 mod crash;
 mod deploy;
 mod executors;
