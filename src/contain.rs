@@ -32,6 +32,18 @@ pub(crate) const CPU_WATCHDOG: &str = "bincrew-cpu";
 
 /// How a worker's memory limit is enforced; see
 /// [`WorkerBuilder::memory_limit`](crate::WorkerBuilder::memory_limit).
+///
+/// ```no_run
+/// use bincrew::{MemoryMechanism, Worker};
+///
+/// let worker = Worker::<Vec<u8>, Vec<u8>>::builder("decode")
+///     .memory_limit(256 << 20)
+///     .start_blocking()?;
+/// if worker.memory_mechanism() == Some(MemoryMechanism::Watch) {
+///     println!("no cgroup here: the app watches the worker's memory");
+/// }
+/// # Ok::<(), bincrew::StartError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum MemoryMechanism {
@@ -67,6 +79,20 @@ impl fmt::Display for MemoryMechanism {
 }
 
 /// Which limit a worker exceeded: see [`WorkerCrashError::limit`](crate::WorkerCrashError::limit).
+///
+/// ```no_run
+/// use bincrew::{LimitExceeded, RunError};
+///
+/// # let worker = bincrew::Worker::<Vec<u8>, Vec<u8>>::start_blocking("decode").unwrap();
+/// # let untrusted = Vec::new();
+/// if let Err(RunError::Crashed(crash)) = worker.run_blocking(untrusted) {
+///     match &crash.limit {
+///         Some(LimitExceeded::Memory { limit, .. }) => eprintln!("over {limit} bytes: input refused"),
+///         Some(LimitExceeded::Cpu { .. }) => eprintln!("too slow: input refused"),
+///         _ => eprintln!("{crash}"),
+///     }
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LimitExceeded {

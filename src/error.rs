@@ -665,6 +665,18 @@ impl fmt::Debug for ShutdownError {
 
 /// Why [`WorkerPool::roll`](crate::WorkerPool::roll) stopped before replacing every worker. The
 /// workers it had not replaced yet keep serving.
+///
+/// ```no_run
+/// # let pool = bincrew::WorkerPool::<u32, u32>::builder("w").start_blocking().unwrap();
+/// // A new worker binary was deployed beside the app: replace the workers one by one.
+/// match pool.roll_blocking() {
+///     Ok(()) => println!("every worker runs the new binary"),
+///     Err(bincrew::RollError::Start { replaced, source, .. }) => {
+///         eprintln!("stopped after {replaced}; the old workers serve on: {source}")
+///     }
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// ```
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum RollError {

@@ -97,8 +97,12 @@
 //! - **A panic ends the worker process**, failing every request in flight with the panic's
 //!   message: state shared with code that panicked cannot be trusted. Use a pool to get a new
 //!   worker.
-//! - **Processes a handler starts are not the worker**: they are not killed with it, and they
-//!   inherit its stdout and stderr.
+//! - **Processes a handler starts** are in the worker's process group and die with it, unless
+//!   they leave the group (`setsid`); under a cgroup memory limit they are killed with the
+//!   cgroup. They inherit the worker's stdout and stderr.
+//! - **Memory and CPU limits** are Linux only (see [`WorkerBuilder::memory_limit`]); a memory
+//!   limit watched by the app (no writable cgroup v2) can overshoot by what the worker allocates
+//!   in about 10 ms.
 //! - **Dying with the app** is immediate on Linux (the kernel's parent-death signal); elsewhere a
 //!   worker notices that its app is gone when its channels close, which takes a handler that is
 //!   not stuck.

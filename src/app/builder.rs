@@ -24,6 +24,27 @@ use crate::IpcValue;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Configures and starts a [`Worker`]. Made by [`Worker::builder`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use bincrew::{Worker, WorkerStdout};
+///
+/// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let worker = Worker::<Vec<u8>, String>::builder("ocr")
+///     .binary("ocr-worker")                      // a dedicated binary beside the app
+///     .args(["--lang", "en"])
+///     .env("OMP_NUM_THREADS", "1")
+///     .current_dir("/var/lib/app")
+///     .stdout(WorkerStdout::Null)
+///     .connect_timeout(Duration::from_secs(5))
+///     .parallelism(2)
+///     .kill_after_timeout(Duration::from_secs(1))
+///     .memory_limit(512 << 20)
+///     .recycle_after_requests(1_000)
+///     .start_blocking()?;
+/// let text = worker.run_blocking(std::fs::read("scan.png")?)?;
+/// # Ok(()) }
+/// ```
 #[must_use = "a builder does nothing until started"]
 pub struct WorkerBuilder<I, O> {
     name: String,
@@ -176,6 +197,16 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
     /// When the app declares `binary` in `[package.metadata.bincrew] workers` and stamps its
     /// build with bincrew-build, the default policy is [`Compat::Semver`] with the declared
     /// requirement instead of [`Compat::SameBuild`].
+    ///
+    /// ```no_run
+    /// // Development: found in the cargo target dir (and built first, when asked); shipped:
+    /// // found beside the app, or where BINCREW_EXE_HASHER points.
+    /// let worker = bincrew::Worker::<Vec<u8>, u64>::builder("hash")
+    ///     .binary("hasher")
+    ///     .cargo_build(true)
+    ///     .start_blocking()?;
+    /// # Ok::<(), bincrew::StartError>(())
+    /// ```
     pub fn binary(mut self, binary: impl Into<String>) -> Self {
         self.locate = Some(Locate {
             binary: binary.into(),
@@ -481,6 +512,14 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
     /// # Errors
     ///
     /// Every way the start can fail is a [`StartError`]; no process is left behind.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let worker = bincrew::Worker::<String, usize>::builder("words").start().await?;
+    /// assert_eq!(worker.run("a b".to_owned()).await?, 2);
+    /// worker.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn start(self) -> Result<Worker<I, O>, StartError> {
         crate::sync::on_thread("bincrew-start", move || self.start_blocking()).await
     }

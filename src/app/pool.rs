@@ -37,6 +37,19 @@ use crate::IpcValue;
 
 /// Configures and starts a [`WorkerPool`]. Made by [`WorkerPool::builder`] or
 /// [`WorkerPool::from_builder`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use bincrew::WorkerPool;
+///
+/// let pool = WorkerPool::<Vec<u8>, u64>::builder("hash")
+///     .size(4)
+///     .max_restarts(5, Duration::from_secs(60))
+///     .backoff(Duration::from_millis(50), Duration::from_secs(2))
+///     .configure(|worker| worker.binary("hasher").memory_limit(256 << 20))
+///     .start_blocking()?;
+/// # Ok::<(), bincrew::StartError>(())
+/// ```
 #[must_use = "a builder does nothing until started"]
 pub struct PoolBuilder<I, O> {
     worker: WorkerBuilder<I, O>,
@@ -161,6 +174,30 @@ impl<I: IpcValue, O: IpcValue> PoolBuilder<I, O> {
 /// Workers are configured with [`PoolBuilder::configure`]: limits and recycling apply to each
 /// worker on its own (a recycled worker is not a restart). [`roll`](Self::roll) replaces every
 /// worker without failing a request, and [`stats`](Self::stats) returns the pool's counters.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use bincrew::{RunOptions, WorkerPool};
+///
+/// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = WorkerPool::<String, usize>::builder("words").size(4).start_blocking()?;
+///
+/// // Many in flight, spread over the workers; a crash fails only that worker's requests.
+/// let replies: Vec<_> = (0..100).map(|i| pool.run(format!("request {i}"))).collect();
+/// for reply in replies {
+///     let _ = reply.wait();
+/// }
+///
+/// // Safe to run twice: retried on another worker if its worker crashes.
+/// let n = pool
+///     .run_retryable("idempotent".to_owned(), RunOptions::new().timeout(Duration::from_secs(5)))
+///     .wait()?;
+///
+/// let stats = pool.stats();
+/// println!("{} requests, {} crashes, {} restarts", stats.requests, stats.crashes, stats.restarts);
+/// pool.shutdown_blocking()?;
+/// # Ok(()) }
+/// ```
 pub struct WorkerPool<I, O> {
     inner: Arc<PoolInner<I, O>>,
     supervisor: Option<thread::JoinHandle<()>>,
@@ -411,6 +448,8 @@ impl<I: IpcValue, O: IpcValue> PoolInner<I, O> {
     /// limit.
     fn supervise(self: Arc<Self>) {
         let mut state = lock(&self.state);
+        // The restart last announced, so that a backoff is reported once.
+        let mut announced = None;
         loop {
             if state.shutting_down || state.failed.is_some() {
                 return;
@@ -446,6 +485,10 @@ impl<I: IpcValue, O: IpcValue> PoolInner<I, O> {
                 continue;
             };
             if at > now {
+                if announced != Some((index, at)) {
+                    announced = Some((index, at));
+                    tracing::info!(pool = %self.name, slot = index, backoff_ms = (at - now).as_millis() as u64, "a crashed worker is restarted after a backoff");
+                }
                 state = self
                     .changed
                     .wait_timeout(state, at - now)
@@ -472,6 +515,7 @@ impl<I: IpcValue, O: IpcValue> PoolInner<I, O> {
             }
             state.restarts.record_restart(policy, now);
             drop(state);
+            tracing::info!(pool = %self.name, slot = index, "restarting a crashed worker");
             let started = self.builder().start_blocking().map(Arc::new);
             if let Ok(worker) = &started {
                 // Not under the state lock: the hook runs at once for a worker that crashed.

@@ -19,6 +19,17 @@ use crate::wire::transport::Socket;
 use crate::IpcValue;
 
 /// Options for one request, for [`Worker::run_with`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use bincrew::{RunError, RunOptions};
+///
+/// # let worker = bincrew::Worker::<String, usize>::start_blocking("words").unwrap();
+/// let reply = worker.run_with("text".to_owned(), RunOptions::new().timeout(Duration::from_millis(500)));
+/// if let Err(RunError::TimedOut { timeout, .. }) = reply.wait() {
+///     eprintln!("no answer within {timeout:?}: the worker was told to give it up");
+/// }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RunOptions {
@@ -50,6 +61,29 @@ impl RunOptions {
 ///
 /// Dropping a `Worker` without [`shutdown`](Self::shutdown) kills its processes and reaps them;
 /// the requests still in flight fail with [`RunError::ShutDown`].
+///
+/// ```no_run
+/// use bincrew::{RequestArgs, RunError, Worker};
+///
+/// fn parse(args: RequestArgs<String>) -> Result<u64, String> {
+///     args.request.trim().parse().map_err(|e| format!("{e}"))
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     bincrew::init!();
+///     bincrew::run_worker_blocking("parse", parse);
+///
+///     let worker = Worker::<String, Result<u64, String>>::start_blocking("parse")?;
+///     assert_eq!(worker.run_blocking(" 42 ".to_owned())?, Ok(42));
+///     match worker.run_blocking("x".to_owned()) {
+///         Ok(parsed) => println!("{parsed:?}"),        // the handler's own error is a value
+///         Err(RunError::Crashed(crash)) => eprintln!("{crash}"), // the process died
+///         Err(e) => eprintln!("{e}"),
+///     }
+///     worker.shutdown_blocking()?;
+///     Ok(())
+/// }
+/// ```
 pub struct Worker<I, O> {
     core: Arc<Core<I, O>>,
     build: BuildInfo,
