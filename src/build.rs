@@ -26,6 +26,12 @@ static THIS_BUILD: OnceLock<BuildInfo> = OnceLock::new();
 ///
 /// [`build_info`] gives this binary's own; [`Worker::build_info`](crate::Worker::build_info) the
 /// worker's.
+///
+/// ```
+/// bincrew::init!();
+/// let me = bincrew::build_info().expect("init!() was called");
+/// println!("{} {} (build {:?}) for {}", me.package, me.version, me.build_id, me.target);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BuildInfo {
@@ -56,6 +62,41 @@ pub struct BuildInfo {
 }
 
 impl BuildInfo {
+    /// The identity of a binary known from a record rather than from the binary itself (a
+    /// deployment manifest, say), to judge with [`Compat::check`] without starting anything.
+    ///
+    /// It has no build id and speaks this bincrew's protocol and wire format for this target;
+    /// set the public fields to what the record says. Matches no executable file (so
+    /// [`Compat::SameBuild`] compares build ids only), declares no workers and belongs to no
+    /// app.
+    ///
+    /// ```
+    /// use bincrew::semver::{Version, VersionReq};
+    /// use bincrew::{BuildInfo, Compat};
+    ///
+    /// let app = BuildInfo::new("app", Version::new(1, 0, 0));
+    /// let mut worker = BuildInfo::new("tool", Version::new(1, 0, 3));
+    /// worker.build_id = Some("b2".to_owned());
+    /// let req = VersionReq::parse("^1.0").unwrap();
+    /// assert!(Compat::Semver(req).check(&app, &worker).is_ok());
+    /// assert!(Compat::SameBuild.check(&app, &worker).is_err());
+    /// ```
+    pub fn new(package: impl Into<String>, version: Version) -> BuildInfo {
+        BuildInfo {
+            package: package.into(),
+            version,
+            build_id: None,
+            target: TARGET.to_owned(),
+            bincrew_version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol: PROTOCOL,
+            wire: WIRE.to_owned(),
+            exe_id: None,
+            workers: Vec::new(),
+            apps: Vec::new(),
+            manifest_dir: None,
+        }
+    }
+
     /// The version requirement this package declares for worker binary `binary` in
     /// `[package.metadata.bincrew] workers`, as embedded by bincrew-build.
     pub fn worker_requirement(&self, binary: &str) -> Option<&VersionReq> {
@@ -142,6 +183,18 @@ pub fn build_info() -> Option<&'static BuildInfo> {
 }
 
 /// Which identity check of the handshake failed.
+///
+/// ```no_run
+/// use bincrew::{MismatchKind, StartError, Worker};
+///
+/// match Worker::<String, u64>::builder("hash").binary("hasher").start_blocking() {
+///     Err(StartError::VersionMismatch(m)) if m.kind == MismatchKind::Build => {
+///         eprintln!("{} comes from another build: {}", m.exe.display(), m.fix)
+///     }
+///     Err(e) => eprintln!("{e}"),
+///     Ok(_worker) => {}
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MismatchKind {
@@ -160,6 +213,18 @@ pub enum MismatchKind {
 /// The versions compared are those of the two binaries' own packages (see
 /// [`init!`](crate::init)). Whatever the policy, both sides must speak the same bincrew protocol
 /// and wire format, or the start fails with [`StartError::VersionMismatch`](crate::StartError).
+///
+/// ```no_run
+/// use bincrew::semver::VersionReq;
+/// use bincrew::{Compat, Worker};
+///
+/// // Any hasher 0.2.x will do, whichever build it comes from.
+/// let worker = Worker::<Vec<u8>, u64>::builder("hash")
+///     .binary("hasher")
+///     .compat(Compat::Semver(VersionReq::parse("^0.2").unwrap()))
+///     .start_blocking()?;
+/// # Ok::<(), bincrew::StartError>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Compat {
@@ -189,13 +254,15 @@ impl fmt::Display for Compat {
 }
 
 impl Compat {
-    /// Checks a worker's identity against the app's. `Err` holds the kind of mismatch and what to
-    /// do about it.
-    pub(crate) fn check(
-        &self,
-        app: &BuildInfo,
-        worker: &BuildInfo,
-    ) -> Result<(), (MismatchKind, String)> {
+    /// Checks a worker's identity against the app's, as the handshake does: the protocol and
+    /// wire format first, then this policy. Deployment checks (`cargo bincrew verify`) use it to
+    /// judge a pair of binaries without starting the app; see [`BuildInfo::new`].
+    ///
+    /// # Errors
+    ///
+    /// The kind of mismatch and what to do about it: the `kind` and `fix` of the
+    /// [`VersionMismatch`](crate::VersionMismatch) a start of this worker would fail with.
+    pub fn check(&self, app: &BuildInfo, worker: &BuildInfo) -> Result<(), (MismatchKind, String)> {
         if app.protocol != worker.protocol || app.wire != worker.wire {
             let older = match app.protocol.cmp(&worker.protocol) {
                 Ordering::Less => "the app",

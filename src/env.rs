@@ -25,16 +25,19 @@ pub(crate) const TOKEN_ENV: &str = "BINCREW_TOKEN";
 pub(crate) const PARALLELISM_ENV: &str = "BINCREW_PARALLELISM";
 /// The app's process id, so a worker can tell that its app died before it asked to die with it.
 pub(crate) const APP_PID_ENV: &str = "BINCREW_APP_PID";
+/// The CPU time one request's handler may use, in microseconds, when the app sets a limit.
+pub(crate) const CPU_LIMIT_ENV: &str = "BINCREW_CPU_LIMIT_US";
 /// The app's connect timeout, when the builder does not set one.
 pub(crate) const TIMEOUT_ENV: &str = "BINCREW_CONNECT_TIMEOUT";
 
 /// The variables an app sets for one start of one worker, and no process may inherit.
-pub(crate) const PROTOCOL_VARS: [&str; 5] = [
+pub(crate) const PROTOCOL_VARS: [&str; 6] = [
     WORKER_ENV,
     SERVER_ENV,
     TOKEN_ENV,
     PARALLELISM_ENV,
     APP_PID_ENV,
+    CPU_LIMIT_ENV,
 ];
 
 /// What to do about protocol variables found where no app put them.
@@ -48,6 +51,8 @@ pub(crate) struct WorkerEnv {
     pub(crate) server: String,
     pub(crate) token: String,
     pub(crate) parallelism: Option<usize>,
+    /// The CPU time one request's handler may use.
+    pub(crate) cpu_limit: Option<std::time::Duration>,
 }
 
 impl WorkerEnv {
@@ -64,6 +69,11 @@ impl WorkerEnv {
             .ok()
             .and_then(|n| n.parse::<usize>().ok())
             .filter(|n| *n > 0);
+        let cpu_limit = std::env::var(CPU_LIMIT_ENV)
+            .ok()
+            .and_then(|us| us.parse::<u64>().ok())
+            .filter(|us| *us > 0)
+            .map(std::time::Duration::from_micros);
         let app_pid = std::env::var(APP_PID_ENV)
             .ok()
             .and_then(|pid| pid.parse::<u32>().ok());
@@ -98,6 +108,7 @@ impl WorkerEnv {
             server,
             token,
             parallelism,
+            cpu_limit,
         })
     }
 }

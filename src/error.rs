@@ -9,6 +9,17 @@ use std::time::Duration;
 use crate::build::{BuildInfo, Compat, MismatchKind};
 
 /// How a process ended: an exit code or, on Unix, a signal.
+///
+/// ```no_run
+/// # let worker = bincrew::Worker::<u32, u32>::start_blocking("w").unwrap();
+/// if let Some(exit) = worker.crash_error().and_then(|crash| crash.exit) {
+///     match (exit.code, exit.signal_name()) {
+///         (Some(code), _) => println!("exited with code {code}"),
+///         (None, Some(signal)) => println!("killed by {signal}"),
+///         _ => println!("ended: {exit}"),
+///     }
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ExitInfo {
@@ -55,6 +66,24 @@ impl fmt::Display for ExitInfo {
 ///
 /// Every request in flight when the worker died fails with [`RunError::Crashed`] holding this, and
 /// so does every later [`Worker::run`](crate::Worker::run).
+///
+/// ```no_run
+/// use bincrew::{RunError, Worker};
+///
+/// # let worker = Worker::<String, usize>::start_blocking("words").unwrap();
+/// match worker.run_blocking("some text".to_owned()) {
+///     Ok(n) => println!("{n} words"),
+///     Err(RunError::Crashed(crash)) => {
+///         // "worker `words` (pid 4242) was killed by signal 11 (SIGSEGV) ..."
+///         eprintln!("{crash}");
+///         if let Some(panic) = &crash.panic_message {
+///             eprintln!("it panicked: {panic}");
+///         }
+///         eprintln!("the end of its stderr:\n{}", crash.stderr_tail);
+///     }
+///     Err(other) => eprintln!("{other}"),
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WorkerCrashError {
@@ -74,6 +103,10 @@ pub struct WorkerCrashError {
     /// does not decode, or closed its channel while alive), it did not give up a timed-out
     /// request, or [`Worker::kill`](crate::Worker::kill) was called.
     pub killed_by_app: Option<String>,
+    /// The limit the worker exceeded, when a limit ended it (see
+    /// [`WorkerBuilder::memory_limit`](crate::WorkerBuilder::memory_limit) and
+    /// [`WorkerBuilder::cpu_limit_per_request`](crate::WorkerBuilder::cpu_limit_per_request)).
+    pub limit: Option<crate::contain::LimitExceeded>,
 }
 
 impl WorkerCrashError {
@@ -96,6 +129,14 @@ impl WorkerCrashError {
 impl fmt::Display for WorkerCrashError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "worker `{}` (pid {}) ", self.worker, self.pid)?;
+        if let Some(limit) = &self.limit {
+            write!(f, "exceeded {limit} and ")?;
+            return match &self.exit {
+                Some(exit) if exit.signal.is_some() => write!(f, "was killed by {exit}"),
+                Some(exit) => write!(f, "exited with {exit}"),
+                None => f.write_str("died"),
+            };
+        }
         if let Some(reason) = &self.killed_by_app {
             write!(f, "was killed by the app: {reason}")?;
         } else if let Some(msg) = &self.panic_message {
@@ -125,11 +166,24 @@ impl fmt::Display for WorkerCrashError {
 impl std::error::Error for WorkerCrashError {}
 
 /// The worker binary is not compatible with the app: both identities, the policy and the fix.
+///
+/// ```no_run
+/// use bincrew::{StartError, Worker};
+///
+/// if let Err(StartError::VersionMismatch(m)) =
+///     Worker::<Vec<u8>, u64>::builder("hash").binary("hasher").start_blocking()
+/// {
+///     eprintln!("{} is {} {}; the app wants {}", m.exe.display(), m.peer.package, m.peer.version, m.compat);
+///     eprintln!("fix: {}", m.fix);
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct VersionMismatch {
     /// The worker's name.
     pub worker: String,
+    /// The worker executable that was started.
+    pub exe: PathBuf,
     /// The policy that was checked.
     pub compat: Compat,
     /// What did not match.
@@ -145,6 +199,7 @@ pub struct VersionMismatch {
 impl VersionMismatch {
     pub(crate) fn new(
         worker: &str,
+        exe: &std::path::Path,
         compat: &Compat,
         app: &BuildInfo,
         peer: &BuildInfo,
@@ -153,6 +208,7 @@ impl VersionMismatch {
     ) -> Self {
         VersionMismatch {
             worker: worker.to_owned(),
+            exe: exe.to_owned(),
             compat: compat.clone(),
             kind,
             app: app.clone(),
@@ -166,13 +222,33 @@ impl fmt::Display for VersionMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "worker `{}` is binary {} but app {} requires {}: {}",
-            self.worker, self.peer, self.app, self.compat, self.fix
+            "worker `{}` is binary {} at {}, but app {} requires {}: {}",
+            self.worker,
+            self.peer,
+            self.exe.display(),
+            self.app,
+            self.compat,
+            self.fix
         )
     }
 }
 
 /// Why [`Worker::start`](crate::Worker::start) failed. No worker process is left running.
+///
+/// Printed with `{}` or `{:?}` (as `main` does when it returns the error), it says what happened
+/// and what to do, in a few lines; [`std::error::Error::source`] gives the cause where there is
+/// one.
+///
+/// ```no_run
+/// use bincrew::{StartError, Worker};
+///
+/// match Worker::<Vec<u8>, u64>::builder("hash").binary("hasher").start_blocking() {
+///     Ok(_worker) => {}
+///     Err(StartError::NotFound { tried, .. }) => eprintln!("not found; looked in {tried:?}"),
+///     Err(e @ StartError::TypeMismatch { .. }) => eprintln!("rebuild: {e}"),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// ```
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
@@ -347,6 +423,21 @@ pub enum StartError {
         /// What was wrong.
         reason: String,
     },
+    /// A limit the builder set (memory, CPU per request, core dumps off) cannot be applied here,
+    /// and [`limits_best_effort`](crate::WorkerBuilder::limits_best_effort) was not asked for.
+    /// The worker was killed.
+    #[error("cannot apply the {limit} of worker `{worker}`: {reason} (start it with .limits_best_effort(true) to run without it)")]
+    Limit {
+        /// The worker's name.
+        worker: String,
+        /// Which limit: `memory limit`, `CPU limit`, `core dump limit`.
+        limit: &'static str,
+        /// Why it cannot be applied.
+        reason: String,
+        /// The system's error, when there is one.
+        #[source]
+        source: Option<io::Error>,
+    },
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -379,6 +470,21 @@ pub(crate) fn list_or_none(names: &[String]) -> String {
 }
 
 /// Why a request failed.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use bincrew::{RunError, RunOptions, Worker};
+///
+/// # let worker = Worker::<String, usize>::start_blocking("words").unwrap();
+/// let options = RunOptions::new().timeout(Duration::from_secs(2));
+/// match worker.run_with("text".to_owned(), options).wait() {
+///     Ok(n) => println!("{n}"),
+///     Err(RunError::TimedOut { .. }) => eprintln!("too slow; the worker was told to give up"),
+///     Err(RunError::Crashed(crash)) => eprintln!("{crash}"),
+///     Err(e @ RunError::RequestDecode { .. }) => eprintln!("this request only: {e}"),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// ```
 #[derive(Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
@@ -470,6 +576,13 @@ pub enum RunError {
 }
 
 /// Which of a worker's two types an error is about.
+///
+/// ```no_run
+/// # let err: bincrew::StartError = todo!();
+/// if let bincrew::StartError::TypeMismatch { side, difference, .. } = &err {
+///     eprintln!("the {side} types differ: {difference}");
+/// }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TypeSide {
     /// The request type (`I` of `Worker<I, O>`).
@@ -488,6 +601,17 @@ impl fmt::Display for TypeSide {
 }
 
 /// Why [`Worker::shutdown`](crate::Worker::shutdown) did not end in a clean exit.
+///
+/// ```no_run
+/// # let worker = bincrew::Worker::<u32, u32>::start_blocking("w").unwrap();
+/// match worker.shutdown_blocking() {
+///     Ok(()) => {}
+///     Err(bincrew::ShutdownError::Killed { grace, .. }) => {
+///         eprintln!("still busy after {grace:?}: killed")
+///     }
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// ```
 #[derive(Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ShutdownError {
@@ -534,6 +658,59 @@ impl fmt::Debug for RunError {
 }
 
 impl fmt::Debug for ShutdownError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_chain(self, f)
+    }
+}
+
+/// Why [`WorkerPool::roll`](crate::WorkerPool::roll) stopped before replacing every worker. The
+/// workers it had not replaced yet keep serving.
+///
+/// ```no_run
+/// # let pool = bincrew::WorkerPool::<u32, u32>::builder("w").start_blocking().unwrap();
+/// // A new worker binary was deployed beside the app: replace the workers one by one.
+/// match pool.roll_blocking() {
+///     Ok(()) => println!("every worker runs the new binary"),
+///     Err(bincrew::RollError::Start { replaced, source, .. }) => {
+///         eprintln!("stopped after {replaced}; the old workers serve on: {source}")
+///     }
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// ```
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum RollError {
+    /// A replacement did not start (its handshake failed, say, on a version mismatch): the roll
+    /// stopped there.
+    #[error("rolling replacement of pool `{pool}` stopped after {replaced} of {workers} workers: a replacement did not start")]
+    Start {
+        /// The pool's worker name.
+        pool: String,
+        /// How many workers had been replaced.
+        replaced: usize,
+        /// How many workers the pool has.
+        workers: usize,
+        /// Why the replacement did not start.
+        #[source]
+        source: Box<StartError>,
+    },
+    /// The pool was shut down (or dropped) before or during the roll.
+    #[error("pool `{pool}` is shut down")]
+    ShutDown {
+        /// The pool's worker name.
+        pool: String,
+    },
+    /// The pool had failed (its restart limit was reached).
+    #[error("pool `{pool}` failed: {reason}")]
+    PoolFailed {
+        /// The pool's worker name.
+        pool: String,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+impl fmt::Debug for RollError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         debug_chain(self, f)
     }

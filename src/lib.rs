@@ -84,12 +84,41 @@
 //! timeouts, one reaps workers, and on Unix one drains every worker's stderr. Futures are woken
 //! from bincrew's threads, so they work on any executor. The async `start` and `shutdown` wait
 //! on a thread of their own. `ARCHITECTURE.md` in the repository describes it all.
+//!
+//! # Caveats
+//!
+//! - **A request is sent when its reply is first polled or waited on** (with everything queued
+//!   by then, which is what batches requests). A reply dropped before that never sends it.
+//! - **Async handlers do not run inside a Tokio runtime** unless the worker asks for one with
+//!   [`Workers::tokio`] (feature `tokio`); otherwise Tokio's timers and I/O panic in them.
+//! - **The encoding is not self-describing**: untagged and internally tagged enums, `flatten`,
+//!   `skip_serializing_if` and `serde_json::Value` need [`Json`]. Types the handshake cannot
+//!   trace are compared by name only (see "What the handshake compares").
+//! - **A panic ends the worker process**, failing every request in flight with the panic's
+//!   message: state shared with code that panicked cannot be trusted. Use a pool to get a new
+//!   worker.
+//! - **Processes a handler starts** are in the worker's process group and die with it, unless
+//!   they leave the group (`setsid`); under a cgroup memory limit they are killed with the
+//!   cgroup. They inherit the worker's stdout and stderr.
+//! - **Memory and CPU limits** are Linux only (see [`WorkerBuilder::memory_limit`]); a memory
+//!   limit watched by the app (no writable cgroup v2) can overshoot by what the worker allocates
+//!   in about 10 ms.
+//! - **Dying with the app** is immediate on Linux (the kernel's parent-death signal); elsewhere a
+//!   worker notices that its app is gone when its channels close, which takes a handler that is
+//!   not stuck.
+//! - **Channels inside a value that fails to decode** are closed by bincrew on Linux; elsewhere
+//!   they may stay open until the process ends.
+//! - **Self-spawned workers in tests** need libtest's harness (`cargo test`, `cargo nextest`):
+//!   see [`WorkerBuilder::in_test`].
+//! - **Linux is the tested platform**; other Unixes and Windows go through `duct` and lack the
+//!   checks that need the sockets' descriptors (non-blocking sends, the packet check).
 #![deny(missing_docs)]
 // The examples show where calls go in `main`.
 #![allow(clippy::needless_doctest_main)]
 
 mod app;
 mod build;
+mod contain;
 mod env;
 mod error;
 #[cfg(feature = "json")]
@@ -110,9 +139,12 @@ mod os;
 mod os;
 
 pub use app::{PoolBuilder, Reply, RunOptions, Worker, WorkerBuilder, WorkerPool};
+pub use app::{PoolStats, WorkerStats};
 pub use build::{build_info, BuildInfo, Compat, MismatchKind};
+pub use contain::{LimitExceeded, MemoryMechanism};
 pub use error::{
-    ExitInfo, RunError, ShutdownError, StartError, TypeSide, VersionMismatch, WorkerCrashError,
+    ExitInfo, RollError, RunError, ShutdownError, StartError, TypeSide, VersionMismatch,
+    WorkerCrashError,
 };
 #[cfg(feature = "json")]
 pub use json::Json;
@@ -140,6 +172,22 @@ pub use ipc_channel::ipc::{
 /// Mark byte fields `#[serde(with = "serde_bytes")]` (the `serde_bytes` crate): serde otherwise
 /// encodes a `Vec<u8>` element by element. Large messages travel through shared memory by
 /// themselves; for large blobs the app fills itself, see [`SharedBuffer`].
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Thumbnail {
+///     width: u32,
+///     height: u32,
+///     #[serde(with = "serde_bytes")]
+///     pixels: Vec<u8>,
+/// }
+///
+/// fn is_ipc_value<T: bincrew::IpcValue>() {}
+/// is_ipc_value::<Thumbnail>();
+/// is_ipc_value::<Result<Vec<String>, String>>();
+/// ```
 pub trait IpcValue: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
 impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> IpcValue for T {}
 

@@ -37,6 +37,20 @@ pub(crate) fn override_var(binary: &str) -> String {
 impl Locate {
     /// The binary's path, or every place tried.
     pub(crate) fn find(&self, app: Option<&BuildInfo>) -> Result<PathBuf, Vec<String>> {
+        match self.search(app) {
+            Ok((path, why)) => {
+                tracing::info!(binary = %self.binary, path = %path.display(), "worker binary found {why}");
+                Ok(path)
+            }
+            Err(tried) => {
+                tracing::warn!(binary = %self.binary, tried = %tried.join("; "), "worker binary not found");
+                Err(tried)
+            }
+        }
+    }
+
+    /// [`find`](Self::find), saying where the binary was found.
+    fn search(&self, app: Option<&BuildInfo>) -> Result<(PathBuf, String), Vec<String>> {
         let mut tried = Vec::new();
         let file = format!("{}{}", self.binary, std::env::consts::EXE_SUFFIX);
 
@@ -44,7 +58,7 @@ impl Locate {
         if let Some(path) = std::env::var_os(&var) {
             let path = PathBuf::from(path);
             if is_file(&path) {
-                return Ok(path);
+                return Ok((path, format!("through ${var}")));
             }
             tried.push(format!("${var} = {} (no such file)", path.display()));
         } else {
@@ -58,7 +72,7 @@ impl Locate {
                         format!("{}-{TARGET}{}", self.binary, std::env::consts::EXE_SUFFIX);
                     for candidate in [dir.join(&file), dir.join(triple)] {
                         if is_file(&candidate) {
-                            return Ok(candidate);
+                            return Ok((candidate, "beside the app".into()));
                         }
                         tried.push(format!("{} (beside the app)", candidate.display()));
                     }
@@ -69,7 +83,9 @@ impl Locate {
 
         let cargo_var = format!("CARGO_BIN_EXE_{}", self.binary);
         match std::env::var_os(&cargo_var) {
-            Some(path) if is_file(Path::new(&path)) => return Ok(PathBuf::from(path)),
+            Some(path) if is_file(Path::new(&path)) => {
+                return Ok((PathBuf::from(path), format!("through ${cargo_var}")))
+            }
             Some(path) => tried.push(format!(
                 "${cargo_var} = {} (no such file)",
                 PathBuf::from(path).display()
@@ -83,7 +99,12 @@ impl Locate {
         ) {
             (Some(dir), Some(target)) if dir.join("Cargo.toml").is_file() => {
                 match self.in_target_dir(dir, &target, &file) {
-                    Ok(path) => return Ok(path),
+                    Ok(path) => {
+                        return Ok((
+                            path,
+                            "in the cargo target dir the app runs from (development)".into(),
+                        ))
+                    }
                     Err(why) => tried.push(why),
                 }
             }
@@ -98,7 +119,7 @@ impl Locate {
 
         if self.search_path {
             match on_path(&self.binary) {
-                Ok(path) if is_file(&path) => return Ok(path),
+                Ok(path) if is_file(&path) => return Ok((path, "on PATH".into())),
                 Ok(_) => tried.push("PATH (only the app itself)".into()),
                 Err(why) => tried.push(why),
             }

@@ -17,6 +17,14 @@ use crate::wire::transport::FramedRef;
 const LIST_NAME: &str = "bincrew:list-workers";
 
 /// What a bincrew binary says about itself. Made by [`probe_binary`].
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// let probe = bincrew::probe_binary("./hasher".as_ref(), Duration::from_secs(5))?;
+/// println!("{} {} serves {:?}", probe.build.package, probe.build.version, probe.workers);
+/// # Ok::<(), bincrew::StartError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BinaryProbe {
@@ -28,6 +36,15 @@ pub struct BinaryProbe {
 
 /// What one worker of a binary reported, having started, completed the handshake and shut down
 /// cleanly. Made by [`probe_worker`].
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// let probe = bincrew::probe_worker("./hasher".as_ref(), "hash", Duration::from_secs(5))?;
+/// println!("takes {}, answers {}", probe.request_type, probe.response_type);
+/// assert!(probe.exit.success());
+/// # Ok::<(), bincrew::StartError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WorkerProbe {
@@ -58,6 +75,7 @@ fn spec(exe: &Path, name: &str, timeout: Duration) -> Spec {
         env_clear: false,
         env_remove: Vec::new(),
         parallelism: Some(1),
+        limits: crate::contain::Limits::default(),
     }
 }
 

@@ -19,6 +19,27 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 ///
 /// A received buffer is mapped anew; on Linux its pages are mapped in one call when it arrives
 /// (`MADV_POPULATE_WRITE`), rather than by a page fault at the first touch of each page.
+///
+/// ```no_run
+/// use bincrew::{RequestArgs, SharedBuffer, Worker};
+///
+/// fn invert(args: RequestArgs<SharedBuffer>) -> SharedBuffer {
+///     let mut image = args.request;
+///     image.iter_mut().for_each(|b| *b = !*b);
+///     image // back to the app, still without a copy
+/// }
+///
+/// fn main() {
+///     bincrew::init!();
+///     bincrew::run_worker_blocking("invert", invert);
+///
+///     let worker = Worker::<SharedBuffer, SharedBuffer>::start_blocking("invert").unwrap();
+///     let mut image = SharedBuffer::zeroed(64 << 20);
+///     image[..4].copy_from_slice(&[1, 2, 3, 4]);
+///     let inverted = worker.run_blocking(image).unwrap();
+///     assert_eq!(inverted[0], !1);
+/// }
+/// ```
 pub struct SharedBuffer {
     memory: IpcSharedMemory,
 }

@@ -22,7 +22,8 @@ pub struct Manifest {
     pub format: u32,
     /// The tool that wrote it.
     pub generator: String,
-    /// `debug` or `release`.
+    /// The directory of the profile the binaries were built with: `debug`, `release`, or a
+    /// custom profile's name.
     pub profile: String,
     /// The `--target` the binaries were built for, when one was given.
     pub target: Option<String>,

@@ -13,13 +13,14 @@ use cargo_metadata::{Message, PackageId};
 use semver::{Version, VersionReq};
 
 use crate::manifest::{self, Entry, Manifest, Role};
+use crate::profile::Profile;
 use crate::verify::{self, chain};
 use crate::workspace::Workspace;
 
 /// What `stage` was asked to do.
 pub struct Options {
     pub out: PathBuf,
-    pub release: bool,
+    pub profile: Profile,
     pub target: Option<String>,
     pub manifest_path: Option<PathBuf>,
     pub force: bool,
@@ -41,7 +42,7 @@ struct Planned {
 /// Stages and verifies; `Ok(false)` when the verification failed (it printed why).
 pub fn stage(options: &Options) -> anyhow::Result<bool> {
     let workspace = Workspace::read(options.manifest_path.as_deref())?;
-    if workspace.apps.is_empty() {
+    if workspace.declaring_apps().next().is_none() {
         bail!("no package of the workspace declares worker binaries in [package.metadata.bincrew] workers: there is nothing to stage");
     }
     let problems = workspace.problems();
@@ -78,7 +79,7 @@ pub fn stage(options: &Options) -> anyhow::Result<bool> {
     let manifest = Manifest {
         format: manifest::FORMAT,
         generator: concat!("cargo-bincrew ", env!("CARGO_PKG_VERSION")).to_owned(),
-        profile: if options.release { "release" } else { "debug" }.to_owned(),
+        profile: options.profile.dir().to_owned(),
         target: options.target.clone(),
         binaries: entries,
     };
@@ -93,7 +94,7 @@ pub fn stage(options: &Options) -> anyhow::Result<bool> {
 /// The app binaries and the declared worker binaries, each once.
 fn plan(workspace: &Workspace) -> anyhow::Result<Vec<Planned>> {
     let mut plan: Vec<Planned> = Vec::new();
-    for app in &workspace.apps {
+    for app in workspace.declaring_apps() {
         for binary in &app.binaries {
             plan.push(Planned {
                 binary: binary.clone(),
@@ -183,9 +184,7 @@ fn build(options: &Options, plan: &[Planned]) -> anyhow::Result<BTreeMap<String,
     for package in packages {
         command.args(["-p", package]);
     }
-    if options.release {
-        command.arg("--release");
-    }
+    command.args(options.profile.cargo_args());
     if let Some(target) = &options.target {
         command.args(["--target", target]);
     }

@@ -3,7 +3,9 @@
 //! the apps that use it.
 //!
 //! Every check runs and every problem is reported, rather than stopping at the first, so that
-//! one run says everything that is wrong with a deployment. The checks of one binary are in
+//! one run says everything that is wrong with a deployment. A worker is judged as its apps judge
+//! it when they start it (the library's [`bincrew::Compat::check`]): what they refuse is a
+//! failure, what they accept from another build a warning, which does not fail the verification. The checks of one binary are in
 //! [`checks`], functions of plain data; this module reads the directory, starts the binaries and
 //! prints the report.
 
@@ -17,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use self::checks::{check_entry, file_state, FileState, Live, Reported};
+use self::checks::{check_entry, file_state, FileState, Live, Reported, Start};
 use crate::manifest::{self, Entry, Manifest};
 
 /// The outcome of one check.
@@ -25,6 +27,8 @@ use crate::manifest::{self, Entry, Manifest};
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Pass,
+    /// It holds for the runtime, with something worth knowing: see the row's warnings.
+    Warn,
     Fail,
     Skipped,
 }
@@ -51,8 +55,23 @@ pub struct Row {
     pub passed: bool,
     /// Each failure: what is wrong and what to do.
     pub problems: Vec<String>,
-    /// What was not checked, and why.
+    /// What holds for the runtime but is worth knowing, and why it holds; not failures.
+    pub warnings: Vec<String>,
+    /// What was not checked, and why; what verify learned but cannot judge.
     pub notes: Vec<String>,
+    /// The workers the binary was started as, with the types they reported.
+    pub workers: Vec<Served>,
+}
+
+/// A worker a binary serves, as starting it reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Served {
+    /// The worker name.
+    pub name: String,
+    /// The request type it takes (its Rust type name).
+    pub request_type: String,
+    /// The response type it answers with.
+    pub response_type: String,
 }
 
 /// The whole verification, as `--json` prints it.
@@ -105,10 +124,16 @@ pub fn verify(dir: &Path, timeout: Duration) -> anyhow::Result<Report> {
         .filter(|r| !r.passed && r.role != "extra")
         .count();
     let extra = rows.iter().filter(|r| r.role == "extra").count();
+    let warnings: usize = rows.iter().map(|r| r.warnings.len()).sum();
     let passed = failed == 0 && extra == 0;
-    let summary = if passed {
+    let summary = if passed && warnings == 0 {
         format!(
             "PASS: the {listed} binaries in {} match the manifest, and their live identities match it and each other",
+            dir.display()
+        )
+    } else if passed {
+        format!(
+            "PASS with {warnings} warning(s): the {listed} binaries in {} match the manifest, and each app accepts its workers",
             dir.display()
         )
     } else {
@@ -165,7 +190,11 @@ fn start_live(path: &Path, entry: &Entry, timeout: Duration) -> Live {
     }
     let starts = entry.serves.iter().map(|name| {
         let start = bincrew::probe_worker(path, name, timeout)
-            .map(|probe| Reported::from(&probe.build))
+            .map(|probe| Start {
+                build: Reported::from(&probe.build),
+                request_type: probe.request_type,
+                response_type: probe.response_type,
+            })
             .map_err(|e| chain(&e));
         (name.as_str(), start)
     });
@@ -191,7 +220,9 @@ fn extra_row(manifest: &Manifest, dir: &Path, file: &str, digest: Option<&(u64, 
             "{file}: extra: not in the manifest{what}: remove it from {}, or stage again",
             dir.display()
         )],
+        warnings: Vec::new(),
         notes: Vec::new(),
+        workers: Vec::new(),
     }
 }
 
@@ -230,6 +261,7 @@ impl Report {
                     .iter()
                     .map(|c| match c.status {
                         Status::Pass => format!("{} ok", c.name),
+                        Status::Warn => format!("{} WARN", c.name),
                         Status::Fail => format!("{} FAIL", c.name),
                         Status::Skipped => format!("{} skipped", c.name),
                     })
@@ -240,7 +272,12 @@ impl Report {
                     row.role.to_owned(),
                     row.version.clone().unwrap_or_else(|| "-".to_owned()),
                     row.build_id.clone().unwrap_or_else(|| "-".to_owned()),
-                    if row.passed { "PASS" } else { "FAIL" }.to_owned(),
+                    match (row.passed, row.warnings.is_empty()) {
+                        (false, _) => "FAIL",
+                        (true, false) => "WARN",
+                        (true, true) => "PASS",
+                    }
+                    .to_owned(),
                     checks,
                 ]
             })
@@ -269,6 +306,9 @@ impl Report {
             line(&mut out, &cells.each_ref().map(String::as_str));
             for problem in &row.problems {
                 let _ = writeln!(out, "    error: {problem}");
+            }
+            for warning in &row.warnings {
+                let _ = writeln!(out, "    warning: {warning}");
             }
             for note in &row.notes {
                 let _ = writeln!(out, "    note: {note}");

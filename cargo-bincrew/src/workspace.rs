@@ -6,13 +6,13 @@
 //! does not hold.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use cargo_metadata::{Metadata, MetadataCommand, Package, PackageId};
+use cargo_metadata::{DependencyKind, Metadata, MetadataCommand, Package, PackageId};
 use semver::{Version, VersionReq};
 
-/// A package that declares worker binaries.
+/// A package that declares worker binaries, or that depends on bincrew and has binaries that
+/// are nobody's worker (an app that may serve workers from its own executable).
 #[derive(Debug)]
 pub struct App {
     pub package: String,
@@ -20,6 +20,7 @@ pub struct App {
     pub version: Version,
     /// Its binary targets, except those declared as workers (by any app).
     pub binaries: Vec<String>,
+    /// The worker binaries it declares; empty when it declares none.
     pub workers: Vec<Declared>,
 }
 
@@ -87,6 +88,10 @@ pub struct WorkerBinary {
 /// The bincrew view of a workspace.
 #[derive(Debug)]
 pub struct Workspace {
+    /// The workspace's root directory.
+    pub root: PathBuf,
+    /// Its cargo target dir (honouring `CARGO_TARGET_DIR` and cargo's config).
+    pub target_dir: PathBuf,
     pub apps: Vec<App>,
 }
 
@@ -95,7 +100,7 @@ pub struct Workspace {
 #[non_exhaustive]
 pub enum WorkspaceError {
     /// `cargo metadata` failed.
-    #[error("cannot read the workspace with cargo metadata")]
+    #[error("cannot read the workspace with cargo metadata (run cargo bincrew inside a cargo workspace, or pass --manifest-path PATH/Cargo.toml)")]
     Metadata(#[source] cargo_metadata::Error),
     /// A declaration is malformed.
     #[error("package {package}: {message}")]
@@ -136,8 +141,27 @@ impl Workspace {
             .flat_map(|(_, d)| d.iter().map(|(bin, _)| bin.as_str()))
             .collect();
 
-        let apps = declarations
+        // Packages that use bincrew but declare no workers: their binaries may serve workers
+        // from their own executable.
+        let users: Vec<&Package> = members
             .iter()
+            .copied()
+            .filter(|package| {
+                !declarations.iter().any(|(p, _)| p.id == package.id)
+                    && package
+                        .dependencies
+                        .iter()
+                        .any(|d| d.name == "bincrew" && d.kind == DependencyKind::Normal)
+                    && package
+                        .targets
+                        .iter()
+                        .any(|t| t.is_bin() && !declared_binaries.contains(&t.name.as_str()))
+            })
+            .collect();
+        let mut apps: Vec<App> = users
+            .into_iter()
+            .map(|package| (package, Vec::new()))
+            .chain(declarations.iter().cloned())
             .map(|(package, declared)| App {
                 package: package.name.to_string(),
                 id: package.id.clone(),
@@ -170,7 +194,17 @@ impl Workspace {
                     .collect(),
             })
             .collect();
-        Ok(Workspace { apps })
+        apps.sort_by(|a, b| a.package.cmp(&b.package));
+        Ok(Workspace {
+            root: metadata.workspace_root.clone().into_std_path_buf(),
+            target_dir: metadata.target_directory.clone().into_std_path_buf(),
+            apps,
+        })
+    }
+
+    /// The apps that declare worker binaries.
+    pub fn declaring_apps(&self) -> impl Iterator<Item = &App> {
+        self.apps.iter().filter(|app| !app.workers.is_empty())
     }
 
     /// Every declared worker binary the workspace builds, once, with the apps declaring it.
@@ -221,70 +255,6 @@ impl Workspace {
                     .map(|d| (d.binary.clone(), d.requirement.clone()))
             })
             .collect()
-    }
-
-    /// What `cargo bincrew list` prints.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        if self.apps.is_empty() {
-            out.push_str(
-                "no package of this workspace declares worker binaries in [package.metadata.bincrew] workers\n",
-            );
-            return out;
-        }
-        out.push_str("apps:\n");
-        for app in &self.apps {
-            let binaries = if app.binaries.is_empty() {
-                "no binary".to_owned()
-            } else {
-                format!("binaries: {}", app.binaries.join(", "))
-            };
-            let _ = writeln!(out, "  {} {} ({binaries})", app.package, app.version);
-            for declared in &app.workers {
-                let found = match &declared.provider {
-                    Provider::Found {
-                        package, version, ..
-                    } => format!("{} {version} from package {package}", declared.binary),
-                    Provider::Missing { .. } => "not in the workspace".to_owned(),
-                };
-                let verdict = if declared.holds() { "ok" } else { "FAIL" };
-                let _ = writeln!(
-                    out,
-                    "    worker {} {}: {found}: {verdict}",
-                    declared.binary, declared.requirement
-                );
-            }
-        }
-        out.push_str("workers:\n");
-        let workers = self.workers();
-        if workers.is_empty() {
-            out.push_str("  none in the workspace\n");
-        }
-        for worker in &workers {
-            let _ = writeln!(
-                out,
-                "  {} {} (package {}), for {}",
-                worker.binary,
-                worker.version,
-                worker.package,
-                worker.apps.join(", ")
-            );
-        }
-        let pairs: usize = self.apps.iter().map(|a| a.workers.len()).sum();
-        let problems = self.problems();
-        if problems.is_empty() {
-            let _ = writeln!(out, "all {pairs} declared pairs hold");
-        } else {
-            for problem in &problems {
-                let _ = writeln!(out, "error: {problem}");
-            }
-            let _ = writeln!(
-                out,
-                "{} of {pairs} declared pairs do not hold",
-                problems.len()
-            );
-        }
-        out
     }
 }
 

@@ -36,7 +36,6 @@ mod wire {
     use serde::{Serialize, Serializer};
 
     /// Twin of `messages::Job<I>`: one item of the request channel, keyed by its request id.
-    #[derive(Serialize)]
     pub enum Job<I> {
         Run(I),
         End,
@@ -50,21 +49,81 @@ mod wire {
     }
 
     /// Twin of `messages::Answer<O>`.
-    #[derive(Serialize)]
     pub enum Answer<O> {
         Done { id: u64, response: O },
         EncodeFailed { id: u64, reason: String },
         Cancelled { id: u64 },
+        DecodeFailed { id: u64, reason: String },
     }
 
     /// Twin of `messages::ToApp<O>`.
-    #[derive(Serialize)]
     pub enum ToApp<O> {
         Answers(Vec<Answer<O>>),
         Panicked {
             message: String,
             location: Option<String>,
         },
+    }
+
+    /// A frame's body as `messages.rs` writes it: a flags byte, then items, each an id (u64 LE),
+    /// a tag and, where the tag has one, a payload (u32 LE length, then postcard).
+    pub trait Body {
+        fn body(&self) -> Vec<u8>;
+    }
+
+    fn payload<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+        let bytes = postcard::to_stdvec(value).expect("encodes");
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(&bytes);
+    }
+
+    impl<I: Serialize> Body for Vec<(u64, Job<I>)> {
+        fn body(&self) -> Vec<u8> {
+            let mut out = vec![0];
+            for (id, job) in self {
+                out.extend_from_slice(&id.to_le_bytes());
+                match job {
+                    Job::Run(request) => {
+                        out.push(0);
+                        payload(&mut out, request);
+                    }
+                    Job::End => out.push(1),
+                }
+            }
+            out
+        }
+    }
+
+    impl<O: Serialize> Body for ToApp<O> {
+        fn body(&self) -> Vec<u8> {
+            let mut out = vec![0];
+            match self {
+                ToApp::Answers(answers) => {
+                    out.push(0);
+                    for answer in answers {
+                        let (id, tag) = match answer {
+                            Answer::Done { id, .. } => (id, 0),
+                            Answer::EncodeFailed { id, .. } => (id, 1),
+                            Answer::Cancelled { id } => (id, 2),
+                            Answer::DecodeFailed { id, .. } => (id, 3),
+                        };
+                        out.extend_from_slice(&id.to_le_bytes());
+                        out.push(tag);
+                        match answer {
+                            Answer::Done { response, .. } => payload(&mut out, response),
+                            Answer::EncodeFailed { reason, .. }
+                            | Answer::DecodeFailed { reason, .. } => payload(&mut out, reason),
+                            Answer::Cancelled { .. } => payload(&mut out, &()),
+                        }
+                    }
+                }
+                ToApp::Panicked { message, location } => {
+                    out.push(1);
+                    payload(&mut out, &(message, location));
+                }
+            }
+            out
+        }
     }
 
     /// `transport::INLINE` and `transport::SPILLED`, a frame's kind.
@@ -125,8 +184,8 @@ fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 }
 
 /// An inline frame holding `value`, as `FramedRef` sends it when it fits in one packet.
-fn inline<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    encode(&(wire::INLINE, wire::Bytes(encode(value))))
+fn inline<T: wire::Body>(value: &T) -> Vec<u8> {
+    encode(&(wire::INLINE, wire::Bytes(value.body())))
 }
 
 /// A spilled frame naming shared-memory region `index`.
@@ -307,6 +366,10 @@ fn main() {
         wire::Answer::EncodeFailed {
             id: 4,
             reason: "too big".into(),
+        },
+        wire::Answer::DecodeFailed {
+            id: 5,
+            reason: "7 is refused".into(),
         },
     ]);
     let answers_frame = inline(&answers);

@@ -1,6 +1,6 @@
 #![no_main]
 //! The app decoding a worker's answers, `Framed<ToApp<Output>>`: a frame `(kind, payload)`, kind 0
-//! inline (a postcard byte string holding the postcard encoding of `ToApp<Output>`), kind 1
+//! inline (a postcard byte string holding the body: each answer with its own postcard payload), kind 1
 //! spilled (a shared-memory index). `Output` carries bytes, strings, enums, an `IpcSharedMemory`
 //! and, in two `Outcome` variants, an `IpcSender<u32>` and an `IpcReceiver<Vec<u8>>`. The input
 //! comes with no OS channels or shared memory attached, so a spilled frame must be refused.

@@ -5,10 +5,15 @@ use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::connection::Settings;
+use std::sync::Arc;
+
+use super::connection::{Connection, Settings};
 use super::lane::DEFAULT_MAX_BATCH;
+use super::recycle::RecyclePolicy;
+use super::stats::Counters;
 use super::worker::Worker;
-use crate::build::Compat;
+use crate::build::{BuildInfo, Compat};
+use crate::contain::{Limits, MemoryMechanism};
 use crate::error::StartError;
 use crate::locate::Locate;
 use crate::os::{WorkerStdin, WorkerStdout};
@@ -19,6 +24,27 @@ use crate::IpcValue;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Configures and starts a [`Worker`]. Made by [`Worker::builder`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use bincrew::{Worker, WorkerStdout};
+///
+/// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let worker = Worker::<Vec<u8>, String>::builder("ocr")
+///     .binary("ocr-worker")                      // a dedicated binary beside the app
+///     .args(["--lang", "en"])
+///     .env("OMP_NUM_THREADS", "1")
+///     .current_dir("/var/lib/app")
+///     .stdout(WorkerStdout::Null)
+///     .connect_timeout(Duration::from_secs(5))
+///     .parallelism(2)
+///     .kill_after_timeout(Duration::from_secs(1))
+///     .memory_limit(512 << 20)
+///     .recycle_after_requests(1_000)
+///     .start_blocking()?;
+/// let text = worker.run_blocking(std::fs::read("scan.png")?)?;
+/// # Ok(()) }
+/// ```
 #[must_use = "a builder does nothing until started"]
 pub struct WorkerBuilder<I, O> {
     name: String,
@@ -42,6 +68,10 @@ pub struct WorkerBuilder<I, O> {
     max_message: usize,
     /// Set by `in_test`: the name of the thread it was called on.
     test: Option<Option<String>>,
+    limits: Limits,
+    recycle: RecyclePolicy,
+    /// Where the worker counts; a pool's, for the workers of a pool.
+    counters: Option<Arc<Counters>>,
     types: PhantomData<fn(I) -> O>,
 }
 
@@ -69,6 +99,9 @@ impl<I, O> Clone for WorkerBuilder<I, O> {
             max_pending: self.max_pending,
             max_message: self.max_message,
             test: self.test.clone(),
+            limits: self.limits.clone(),
+            recycle: self.recycle,
+            counters: self.counters.clone(),
             types: PhantomData,
         }
     }
@@ -120,8 +153,17 @@ impl<I, O> WorkerBuilder<I, O> {
             max_pending: None,
             max_message: DEFAULT_MAX_MESSAGE,
             test: None,
+            limits: Limits::default(),
+            recycle: RecyclePolicy::default(),
+            counters: None,
             types: PhantomData,
         }
+    }
+
+    /// Has the workers started from this builder count into `counters` (a pool's).
+    pub(crate) fn count_into(mut self, counters: Arc<Counters>) -> Self {
+        self.counters = Some(counters);
+        self
     }
 }
 
@@ -155,6 +197,16 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
     /// When the app declares `binary` in `[package.metadata.bincrew] workers` and stamps its
     /// build with bincrew-build, the default policy is [`Compat::Semver`] with the declared
     /// requirement instead of [`Compat::SameBuild`].
+    ///
+    /// ```no_run
+    /// // Development: found in the cargo target dir (and built first, when asked); shipped:
+    /// // found beside the app, or where BINCREW_EXE_HASHER points.
+    /// let worker = bincrew::Worker::<Vec<u8>, u64>::builder("hash")
+    ///     .binary("hasher")
+    ///     .cargo_build(true)
+    ///     .start_blocking()?;
+    /// # Ok::<(), bincrew::StartError>(())
+    /// ```
     pub fn binary(mut self, binary: impl Into<String>) -> Self {
         self.locate = Some(Locate {
             binary: binary.into(),
@@ -350,11 +402,124 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
         self
     }
 
+    /// Limits the worker's resident memory to `bytes`, its process tree included where the
+    /// mechanism counts it. A worker that goes past it is killed (or, under `RLIMIT_DATA`, fails
+    /// to allocate and aborts); its requests fail with a crash report whose
+    /// [`limit`](crate::WorkerCrashError::limit) names the limit and the mechanism, and a pool does
+    /// not retry them (see [`WorkerPool::run_retryable`](crate::WorkerPool::run_retryable)). The
+    /// app and the rest of the machine are untouched.
+    ///
+    /// The mechanism is the best this machine offers (see [`MemoryMechanism`]): a cgroup v2 of
+    /// the worker's own where one can be made (see [`cgroup`](Self::cgroup)), else (Linux) the
+    /// app watching the worker's resident memory. Elsewhere the start fails with
+    /// [`StartError::Limit`] unless the limits are [best effort](Self::limits_best_effort).
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), bincrew::StartError> {
+    /// let worker = bincrew::Worker::<Vec<u8>, Vec<u8>>::builder("decode")
+    ///     .memory_limit(256 << 20)
+    ///     .cpu_limit_per_request(std::time::Duration::from_secs(2))
+    ///     .start_blocking()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.limits.memory = Some(bytes);
+        self
+    }
+
+    /// Enforces the [`memory_limit`](Self::memory_limit) with this mechanism only, instead of the
+    /// best available. The start fails with [`StartError::Limit`] where it cannot be applied,
+    /// unless the limits are [best effort](Self::limits_best_effort) (then a cgroup that cannot
+    /// be made falls back to [`MemoryMechanism::Watch`]).
+    pub fn memory_mechanism(mut self, mechanism: MemoryMechanism) -> Self {
+        self.limits.mechanism = Some(mechanism);
+        self
+    }
+
+    /// The cgroup v2 directory under which each worker gets a cgroup of its own for its
+    /// [`memory_limit`](Self::memory_limit): one delegated to the app, without processes of its
+    /// own (for example a systemd service's cgroup with `Delegate=yes` and
+    /// `DelegateSubgroup=app`: give the service's cgroup here). Without it, bincrew uses the
+    /// app's own cgroup when its children may have the memory controller (an app in the root
+    /// cgroup), and otherwise watches the worker's memory instead.
+    pub fn cgroup(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.limits.cgroup = Some(dir.into());
+        self
+    }
+
+    /// Limits the CPU time one request's handler may use: the time of the thread that runs it,
+    /// measured by a watchdog thread in the worker, not the process's whole life (which
+    /// `RLIMIT_CPU` would count, so that a long-lived worker would die of old age). Time spent
+    /// waiting does not count (use [`RunOptions::timeout`](crate::RunOptions::timeout) for
+    /// that), nor threads the handler starts. A handler past it ends its worker (exit code 152);
+    /// the requests in flight fail with a crash report whose
+    /// [`limit`](crate::WorkerCrashError::limit) is [`LimitExceeded::Cpu`](crate::LimitExceeded::Cpu)
+    /// with the request's id. Linux only; the worker must be built with this version of bincrew
+    /// or later (the start checks that it runs the watchdog).
+    pub fn cpu_limit_per_request(mut self, limit: Duration) -> Self {
+        self.limits.cpu_per_request = Some(limit.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// Whether the worker may write core dumps. Off by default (a soft `RLIMIT_CORE` of 0, set
+    /// before the worker runs any handler): a worker that crashes in a loop would otherwise fill
+    /// the disk. With `true` the worker keeps the app's limit. Where the limit cannot be set (a
+    /// sandbox that forbids `prlimit`), the default only warns; `core_dumps(false)` fails the
+    /// start with [`StartError::Limit`] unless the limits are best effort.
+    pub fn core_dumps(mut self, allow: bool) -> Self {
+        self.limits.core_dumps = Some(allow);
+        self
+    }
+
+    /// Whether a limit that cannot be applied on this platform is left out (with a `tracing`
+    /// warning) instead of failing the start with [`StartError::Limit`]. Off by default.
+    pub fn limits_best_effort(mut self, best_effort: bool) -> Self {
+        self.limits.best_effort = best_effort;
+        self
+    }
+
+    /// Replaces the worker's process after it was sent `requests` requests (at least 1), as
+    /// gunicorn's `max_requests` does: for code that leaks. The replacement starts in the
+    /// background while the process serves on; once it is ready it takes the new requests, and
+    /// the old process answers those it took and exits. No request fails for it, and a pool does
+    /// not count it as a restart. Each worker of a pool is recycled on its own.
+    pub fn recycle_after_requests(mut self, requests: u64) -> Self {
+        self.recycle.after_requests = Some(requests.max(1));
+        self
+    }
+
+    /// Replaces the worker's process, as [`recycle_after_requests`](Self::recycle_after_requests)
+    /// does, when its resident memory (with its descendants') is above `bytes`: read as requests
+    /// are made, at most every 100 ms. Set it below the [`memory_limit`](Self::memory_limit), if
+    /// any, to replace a slowly leaking worker before the limit kills it. Linux only: elsewhere
+    /// the memory is not read and only [`recycle_after_requests`](Self::recycle_after_requests)
+    /// recycles.
+    pub fn recycle_above_memory(mut self, bytes: u64) -> Self {
+        self.recycle.above_memory = Some(bytes);
+        self
+    }
+
+    /// How long a replaced process (recycled, or retired by
+    /// [`WorkerPool::roll`](crate::WorkerPool::roll)) may take to answer the requests it took
+    /// before it is killed (and those requests fail). Unlimited by default.
+    pub fn recycle_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.recycle.drain_timeout = Some(timeout);
+        self
+    }
+
     /// Starts the worker and completes the handshake, waiting on a thread of a thread of its own.
     ///
     /// # Errors
     ///
     /// Every way the start can fail is a [`StartError`]; no process is left behind.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let worker = bincrew::Worker::<String, usize>::builder("words").start().await?;
+    /// assert_eq!(worker.run("a b".to_owned()).await?, 2);
+    /// worker.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn start(self) -> Result<Worker<I, O>, StartError> {
         crate::sync::on_thread("bincrew-start", move || self.start_blocking()).await
     }
@@ -365,10 +530,18 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
     ///
     /// Same as [`start`](Self::start).
     pub fn start_blocking(self) -> Result<Worker<I, O>, StartError> {
-        let mut compat = self.compat;
+        let (current, build) = self.start_process()?;
+        let counters = self.counters.clone().unwrap_or_default();
+        let policy = self.recycle;
+        Ok(Worker::new(self, current, build, policy, counters))
+    }
+
+    /// Starts one worker process and completes the handshake.
+    pub(crate) fn start_process(&self) -> Result<(Arc<Connection<I, O>>, BuildInfo), StartError> {
+        let mut compat = self.compat.clone();
         let self_spawn = self.exe.is_none() && self.locate.is_none();
-        let (exe, program) = match (self.exe, &self.locate) {
-            (Some(exe), _) => (exe.clone(), exe),
+        let (exe, program) = match (&self.exe, &self.locate) {
+            (Some(exe), _) => (exe.clone(), exe.clone()),
             (None, Some(locate)) => {
                 let app = crate::build::build_info();
                 let exe = locate.find(app).map_err(|tried| StartError::NotFound {
@@ -395,8 +568,8 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
                 )
             }
         };
-        let mut args = self.args;
-        if let (true, Some(test)) = (self_spawn, self.test) {
+        let mut args = self.args.clone();
+        if let (true, Some(test)) = (self_spawn, &self.test) {
             match test {
                 Some(test) if test != "main" => {
                     args = ["--exact", "--test-threads=1", "-q"]
@@ -407,19 +580,19 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
                 }
                 thread => {
                     return Err(StartError::NotATest {
-                        worker: self.name,
-                        thread,
+                        worker: self.name.clone(),
+                        thread: thread.clone(),
                     })
                 }
             }
         }
         let spec = Spec {
-            name: self.name,
+            name: self.name.clone(),
             exe,
             program,
             self_spawn,
             args,
-            env: self.env,
+            env: self.env.clone(),
             check: Check::App {
                 compat: compat.unwrap_or_default(),
                 request: crate::wire::shape::of::<I>(),
@@ -429,10 +602,11 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
             forward_stderr: self.forward_stderr,
             stdin: self.stdin,
             stdout: self.stdout,
-            current_dir: self.current_dir,
+            current_dir: self.current_dir.clone(),
             env_clear: self.env_clear,
-            env_remove: self.env_remove,
+            env_remove: self.env_remove.clone(),
             parallelism: self.parallelism,
+            limits: self.limits.clone(),
         };
         let Started::Connected(connected) = process::start(&spec)? else {
             return Err(StartError::Handshake {
@@ -441,8 +615,9 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
                 reason: "it listed its workers instead of serving".into(),
             });
         };
-        Worker::connected(
-            spec.name,
+        let build = connected.build.clone();
+        let current = super::worker::open(
+            &spec.name,
             *connected,
             Settings {
                 shutdown_grace: self.shutdown_grace,
@@ -451,6 +626,7 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
                 max_pending: self.max_pending,
                 max_message: self.max_message,
             },
-        )
+        )?;
+        Ok((current, build))
     }
 }

@@ -14,6 +14,9 @@
 //! - `timer.rs`: the process-wide thread that fires request deadlines.
 //! - `pool.rs`: [`WorkerPool`], several supervised workers of one kind.
 //! - `restart.rs`: when a pool restarts a crashed worker, and when it gives up.
+//! - `roll.rs`: a pool's rolling replacement of its workers.
+//! - `recycle.rs`: `Core`, the processes behind one `Worker`: recycling them, retiring them.
+//! - `stats.rs`: [`WorkerStats`] and [`PoolStats`], the counters a metrics exporter reads.
 
 mod builder;
 mod connection;
@@ -21,13 +24,16 @@ mod lane;
 mod pending;
 mod pool;
 mod read;
+mod recycle;
 mod reply;
 mod restart;
 mod settle;
+mod stats;
 mod timer;
 mod worker;
 
 pub use builder::WorkerBuilder;
 pub use pool::{PoolBuilder, WorkerPool};
 pub use reply::Reply;
+pub use stats::{PoolStats, WorkerStats};
 pub use worker::{RunOptions, Worker};

@@ -11,6 +11,12 @@
 //! The `RestartPolicy` (the backoff and the limit, as the builder set them), the crash streaks and
 //! the history are plain data over instants the supervisor passes in, so that the backoff and the
 //! limit are tested without processes or clocks.
+//!
+//! Recycling is each worker's own business (`recycle.rs`): the pool sees a recycled worker as
+//! the same worker, never as a restart. A rolling replacement (`roll.rs`) puts a new worker in
+//! each slot and moves the old one to `retiring`, where it drains; the supervisor forgets it
+//! once all its processes have exited. The supervisor does not restart a slot a roll filled
+//! meanwhile. Every worker of the pool counts into the pool's `Counters`.
 
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
@@ -18,9 +24,12 @@ use std::task::Waker;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::builder::WorkerBuilder;
 use super::reply::{Dispatch, Dispatched, Reply, Wait};
 use super::restart::{CrashStreak, RestartHistory, RestartPolicy};
+use super::stats::{Counters, PoolStats};
 use super::worker::{RunOptions, Worker};
 use crate::error::{RunError, ShutdownError, StartError, WorkerCrashError};
 use crate::sync::lock;
@@ -28,6 +37,19 @@ use crate::IpcValue;
 
 /// Configures and starts a [`WorkerPool`]. Made by [`WorkerPool::builder`] or
 /// [`WorkerPool::from_builder`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use bincrew::WorkerPool;
+///
+/// let pool = WorkerPool::<Vec<u8>, u64>::builder("hash")
+///     .size(4)
+///     .max_restarts(5, Duration::from_secs(60))
+///     .backoff(Duration::from_millis(50), Duration::from_secs(2))
+///     .configure(|worker| worker.binary("hasher").memory_limit(256 << 20))
+///     .start_blocking()?;
+/// # Ok::<(), bincrew::StartError>(())
+/// ```
 #[must_use = "a builder does nothing until started"]
 pub struct PoolBuilder<I, O> {
     worker: WorkerBuilder<I, O>,
@@ -85,14 +107,20 @@ impl<I: IpcValue, O: IpcValue> PoolBuilder<I, O> {
     /// Same as [`start`](Self::start).
     pub fn start_blocking(self) -> Result<WorkerPool<I, O>, StartError> {
         let name = self.worker.name().to_owned();
+        let counters = Arc::new(Counters::default());
+        let builder = self.worker.count_into(counters.clone());
         let mut workers = Vec::with_capacity(self.size);
         for _ in 0..self.size {
             // On error the workers started so far are dropped: killed and reaped.
-            workers.push(Arc::new(self.worker.clone().start_blocking()?));
+            workers.push(Arc::new(builder.clone().start_blocking()?));
         }
         let inner = Arc::new(PoolInner {
             name,
-            builder: self.worker,
+            builder: Mutex::new(builder),
+            counters,
+            rolls: AtomicU64::new(0),
+            rolled: AtomicU64::new(0),
+            rolling: Mutex::new(()),
             policy: self.policy,
             state: Mutex::new(PoolState {
                 slots: workers
@@ -107,13 +135,18 @@ impl<I: IpcValue, O: IpcValue> PoolBuilder<I, O> {
                 failed: None,
                 shutting_down: false,
                 wakers: Vec::new(),
+                retiring: Vec::new(),
             }),
             changed: Condvar::new(),
         });
-        for slot in &lock(&inner.state).slots {
-            if let Some(worker) = &slot.worker {
-                inner.watch(worker);
-            }
+        // Not under the state lock: the hook runs at once for a worker that already crashed.
+        let workers: Vec<_> = lock(&inner.state)
+            .slots
+            .iter()
+            .filter_map(|s| s.worker.clone())
+            .collect();
+        for worker in &workers {
+            inner.watch(worker);
         }
         let supervised = inner.clone();
         let supervisor = thread::Builder::new()
@@ -137,6 +170,34 @@ impl<I: IpcValue, O: IpcValue> PoolBuilder<I, O> {
 /// with [`run_retryable`](Self::run_retryable): those run again on another worker. A request
 /// made while no worker is up waits for a replacement. When the restart limit is reached the
 /// pool fails: every request fails with [`RunError::PoolFailed`].
+///
+/// Workers are configured with [`PoolBuilder::configure`]: limits and recycling apply to each
+/// worker on its own (a recycled worker is not a restart). [`roll`](Self::roll) replaces every
+/// worker without failing a request, and [`stats`](Self::stats) returns the pool's counters.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use bincrew::{RunOptions, WorkerPool};
+///
+/// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = WorkerPool::<String, usize>::builder("words").size(4).start_blocking()?;
+///
+/// // Many in flight, spread over the workers; a crash fails only that worker's requests.
+/// let replies: Vec<_> = (0..100).map(|i| pool.run(format!("request {i}"))).collect();
+/// for reply in replies {
+///     let _ = reply.wait();
+/// }
+///
+/// // Safe to run twice: retried on another worker if its worker crashes.
+/// let n = pool
+///     .run_retryable("idempotent".to_owned(), RunOptions::new().timeout(Duration::from_secs(5)))
+///     .wait()?;
+///
+/// let stats = pool.stats();
+/// println!("{} requests, {} crashes, {} restarts", stats.requests, stats.crashes, stats.restarts);
+/// pool.shutdown_blocking()?;
+/// # Ok(()) }
+/// ```
 pub struct WorkerPool<I, O> {
     inner: Arc<PoolInner<I, O>>,
     supervisor: Option<thread::JoinHandle<()>>,
@@ -156,7 +217,15 @@ impl<I, O> fmt::Debug for WorkerPool<I, O> {
 
 struct PoolInner<I, O> {
     name: String,
-    builder: WorkerBuilder<I, O>,
+    /// How workers start; a rolling replacement may change it.
+    builder: Mutex<WorkerBuilder<I, O>>,
+    /// What every worker of the pool counts into.
+    counters: Arc<Counters>,
+    /// Rolling replacements completed, and workers they replaced.
+    rolls: AtomicU64,
+    rolled: AtomicU64,
+    /// Held for the length of a rolling replacement: one at a time.
+    rolling: Mutex<()>,
     policy: RestartPolicy,
     state: Mutex<PoolState<I, O>>,
     /// Signalled when a worker exits, a replacement is up, the pool fails or shuts down.
@@ -171,6 +240,8 @@ struct PoolState<I, O> {
     shutting_down: bool,
     /// Replies waiting for a worker to be up.
     wakers: Vec<Waker>,
+    /// Workers a rolling replacement took out of their slots, draining.
+    retiring: Vec<Arc<Worker<I, O>>>,
 }
 
 struct PoolSlot<I, O> {
@@ -214,6 +285,11 @@ impl<I: IpcValue, O: IpcValue> WorkerPool<I, O> {
     /// Same as [`run_with`](Self::run_with), and if the worker crashes before answering, the
     /// request runs again on another worker (up to the pool's size plus one attempts). Only for
     /// requests whose handler is safe to run twice.
+    ///
+    /// A request whose worker a limit ended (its memory or CPU limit, see
+    /// [`WorkerCrashError::limit`]) is not run again: a decompression bomb must not kill worker
+    /// after worker. That holds for every request in flight on that worker, since a memory
+    /// limit cannot tell which one used the memory.
     pub fn run_retryable(&self, request: I, options: RunOptions) -> Reply<O>
     where
         I: Clone,
@@ -269,6 +345,32 @@ impl<I: IpcValue, O: IpcValue> WorkerPool<I, O> {
         lock(&self.inner.state).restarts.total
     }
 
+    /// The pool's counters, for a metrics exporter: requests, crashes, limit kills, restarts,
+    /// recycles, rolls, and the workers up now.
+    pub fn stats(&self) -> PoolStats {
+        let (restarts, workers) = {
+            let state = lock(&self.inner.state);
+            let workers = state
+                .slots
+                .iter()
+                .filter(|s| s.worker.as_ref().is_some_and(|w| w.is_running()))
+                .count();
+            (state.restarts.total as u64, workers)
+        };
+        let worker = self.inner.counters.worker();
+        PoolStats {
+            requests: worker.requests,
+            crashes: worker.crashes,
+            limit_kills: worker.limit_kills,
+            restarts,
+            recycles: worker.recycles,
+            recycle_failures: worker.recycle_failures,
+            rolls: self.inner.rolls.load(Ordering::Relaxed),
+            rolled: self.inner.rolled.load(Ordering::Relaxed),
+            workers,
+        }
+    }
+
     /// Why the pool failed, once it did.
     pub fn failure(&self) -> Option<RunError> {
         let state = lock(&self.inner.state);
@@ -284,11 +386,12 @@ impl<I, O> Drop for WorkerPool<I, O> {
         let (workers, wakers): (Vec<_>, _) = {
             let mut state = lock(&self.inner.state);
             state.shutting_down = true;
-            let workers = state
+            let mut workers: Vec<_> = state
                 .slots
                 .iter_mut()
                 .filter_map(|s| s.worker.take())
                 .collect();
+            workers.append(&mut state.retiring);
             (workers, std::mem::take(&mut state.wakers))
         };
         // Replies waiting for a worker end with `ShutDown`, blocking or not.
@@ -313,16 +416,21 @@ impl<I, O> PoolInner<I, O> {
 }
 
 impl<I: IpcValue, O: IpcValue> PoolInner<I, O> {
-    /// Asks `worker`'s reader thread to wake the supervisor when the worker exits.
+    /// Asks `worker`'s reader threads to wake the supervisor when one of its processes exits.
     fn watch(self: &Arc<Self>, worker: &Worker<I, O>) {
         let pool: Weak<Self> = Arc::downgrade(self);
-        worker.on_exit(Box::new(move || {
+        worker.on_exit(Arc::new(move || {
             if let Some(pool) = pool.upgrade() {
                 // Taking the lock orders this after the supervisor's check.
                 drop(lock(&pool.state));
                 pool.changed.notify_all();
             }
         }));
+    }
+
+    /// The builder workers start from now.
+    fn builder(&self) -> WorkerBuilder<I, O> {
+        lock(&self.builder).clone()
     }
 
     /// The least-loaded worker that is up. Lock order: the pool's state, then each worker's.
@@ -340,10 +448,14 @@ impl<I: IpcValue, O: IpcValue> PoolInner<I, O> {
     /// limit.
     fn supervise(self: Arc<Self>) {
         let mut state = lock(&self.state);
+        // The restart last announced, so that a backoff is reported once.
+        let mut announced = None;
         loop {
             if state.shutting_down || state.failed.is_some() {
                 return;
             }
+            // Retired workers go once every process of theirs has exited.
+            state.retiring.retain(|w| !w.is_drained());
             let now = Instant::now();
             let policy = &self.policy;
             let mut last_crash = None;
@@ -373,6 +485,10 @@ impl<I: IpcValue, O: IpcValue> PoolInner<I, O> {
                 continue;
             };
             if at > now {
+                if announced != Some((index, at)) {
+                    announced = Some((index, at));
+                    tracing::info!(pool = %self.name, slot = index, backoff_ms = (at - now).as_millis() as u64, "a crashed worker is restarted after a backoff");
+                }
                 state = self
                     .changed
                     .wait_timeout(state, at - now)
@@ -399,12 +515,17 @@ impl<I: IpcValue, O: IpcValue> PoolInner<I, O> {
             }
             state.restarts.record_restart(policy, now);
             drop(state);
-            let started = self.builder.clone().start_blocking();
+            tracing::info!(pool = %self.name, slot = index, "restarting a crashed worker");
+            let started = self.builder().start_blocking().map(Arc::new);
+            if let Ok(worker) = &started {
+                // Not under the state lock: the hook runs at once for a worker that crashed.
+                self.watch(worker);
+            }
             state = lock(&self.state);
             match started {
+                // A rolling replacement filled the slot meanwhile: this one is not needed.
+                Ok(_) if state.slots[index].worker.is_some() => {}
                 Ok(worker) if !state.shutting_down => {
-                    let worker = Arc::new(worker);
-                    self.watch(&worker);
                     let slot = &mut state.slots[index];
                     slot.worker = Some(worker);
                     slot.crashes.restarted(Instant::now());
@@ -429,6 +550,7 @@ impl<I: IpcValue, O: IpcValue> PoolInner<I, O> {
                 .slots
                 .iter()
                 .filter_map(|s| s.worker.clone())
+                .chain(state.retiring.iter().cloned())
                 .collect();
             (workers, std::mem::take(&mut state.wakers))
         };
@@ -483,8 +605,20 @@ impl<I: IpcValue, O: IpcValue> Dispatch<O> for PoolDispatch<I, O> {
                         }
                     },
                 };
-                self.attempts += 1;
-                return Dispatched::Sent(worker.run_with(request, self.options.clone()));
+                match worker.dispatch(request, &self.options) {
+                    Ok(reply) => {
+                        self.attempts += 1;
+                        return Dispatched::Sent(reply);
+                    }
+                    // Retired by a rolling replacement since it was picked: pick again.
+                    Err(request) => {
+                        if self.copy.is_none() {
+                            self.request = Some(request);
+                        }
+                        state = lock(&self.pool.state);
+                        continue;
+                    }
+                }
             }
             match wait {
                 Wait::No => return Dispatched::Wait,
@@ -507,9 +641,14 @@ impl<I: IpcValue, O: IpcValue> Dispatch<O> for PoolDispatch<I, O> {
 
     fn retry_after(&self, error: &RunError) -> bool {
         let size = lock(&self.pool.state).slots.len();
-        self.copy.is_some() && matches!(error, RunError::Crashed(_)) && self.attempts <= size
+        self.copy.is_some()
+            && matches!(error, RunError::Crashed(report) if report.limit.is_none())
+            && self.attempts <= size
     }
 }
+
+#[path = "roll.rs"]
+mod roll;
 
 #[cfg(test)]
 mod tests {

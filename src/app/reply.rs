@@ -99,6 +99,20 @@ impl<O> Slot<O> {
 /// Made by [`Worker::run`](crate::Worker::run) and [`WorkerPool::run`](crate::WorkerPool::run).
 /// It is `Send + 'static` and does not borrow the worker. Dropping it before the response comes
 /// cancels the request.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), bincrew::RunError> {
+/// # let worker = bincrew::Worker::<String, usize>::start_blocking("words").unwrap();
+/// // Both requests go out together when the first reply is awaited.
+/// let a = worker.run("one two".to_owned());
+/// let b = worker.run("three".to_owned());
+/// assert_eq!(a.await? + b.await?, 3);
+///
+/// // Or block for it, from a plain thread.
+/// let n = worker.run("four five six".to_owned()).wait()?;
+/// assert_eq!(n, 3);
+/// # Ok(()) }
+/// ```
 #[must_use = "a request is sent when its reply is polled or waited on, and cancelled when dropped"]
 pub struct Reply<O> {
     stage: Stage<O>,

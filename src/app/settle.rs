@@ -155,8 +155,18 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
             }
             state.pending.drain()
         };
-        if let Some(report) = &report {
-            tracing::warn!(worker = %self.process.name, "{report}");
+        match &report {
+            Some(report) => tracing::warn!(
+                worker = %self.process.name,
+                pid = self.process.pid(),
+                requests_failed = leftover.len(),
+                "worker crashed: {report}"
+            ),
+            None => tracing::info!(
+                worker = %self.process.name,
+                pid = self.process.pid(),
+                "worker shut down cleanly"
+            ),
         }
         for pending in leftover {
             if let Some(key) = pending.timer {

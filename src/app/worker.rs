@@ -1,13 +1,17 @@
-//! [`Worker`]: the public handle on one worker process, over its `Connection`.
+//! [`Worker`]: the public handle on a worker, over its `Core` (`recycle.rs`): the current
+//! process (a `Connection`) and the replaced ones still draining.
 
 use std::fmt;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use super::builder::WorkerBuilder;
 use super::connection::{Channels, Connection, Settings};
 use super::read::ReadTurns;
+use super::recycle::{Core, RecyclePolicy};
 use super::reply::Reply;
+use super::stats::{Counters, WorkerStats};
 use crate::build::BuildInfo;
 use crate::error::{RunError, ShutdownError, StartError, WorkerCrashError};
 use crate::process::Connected;
@@ -15,6 +19,17 @@ use crate::wire::transport::Socket;
 use crate::IpcValue;
 
 /// Options for one request, for [`Worker::run_with`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use bincrew::{RunError, RunOptions};
+///
+/// # let worker = bincrew::Worker::<String, usize>::start_blocking("words").unwrap();
+/// let reply = worker.run_with("text".to_owned(), RunOptions::new().timeout(Duration::from_millis(500)));
+/// if let Err(RunError::TimedOut { timeout, .. }) = reply.wait() {
+///     eprintln!("no answer within {timeout:?}: the worker was told to give it up");
+/// }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RunOptions {
@@ -35,26 +50,90 @@ impl RunOptions {
     }
 }
 
-/// A running worker process that answers requests of type `I` with responses of type `O`.
+/// A running worker that answers requests of type `I` with responses of type `O`.
 ///
 /// `Worker` is `Send + Sync`: share it (for example in an `Arc`) and call [`run`](Self::run) from
 /// any number of tasks or threads; the worker runs several requests at once.
 ///
-/// Dropping a `Worker` without [`shutdown`](Self::shutdown) kills the process and reaps it; the
-/// requests still in flight fail with [`RunError::ShutDown`].
+/// A worker is one process at a time, unless it is recycled (see
+/// [`WorkerBuilder::recycle_after_requests`]): then a replacement process takes its requests
+/// once it is ready, while the replaced one answers those it took and exits.
+///
+/// Dropping a `Worker` without [`shutdown`](Self::shutdown) kills its processes and reaps them;
+/// the requests still in flight fail with [`RunError::ShutDown`].
+///
+/// ```no_run
+/// use bincrew::{RequestArgs, RunError, Worker};
+///
+/// fn parse(args: RequestArgs<String>) -> Result<u64, String> {
+///     args.request.trim().parse().map_err(|e| format!("{e}"))
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     bincrew::init!();
+///     bincrew::run_worker_blocking("parse", parse);
+///
+///     let worker = Worker::<String, Result<u64, String>>::start_blocking("parse")?;
+///     assert_eq!(worker.run_blocking(" 42 ".to_owned())?, Ok(42));
+///     match worker.run_blocking("x".to_owned()) {
+///         Ok(parsed) => println!("{parsed:?}"),        // the handler's own error is a value
+///         Err(RunError::Crashed(crash)) => eprintln!("{crash}"), // the process died
+///         Err(e) => eprintln!("{e}"),
+///     }
+///     worker.shutdown_blocking()?;
+///     Ok(())
+/// }
+/// ```
 pub struct Worker<I, O> {
-    inner: Arc<Connection<I, O>>,
+    core: Arc<Core<I, O>>,
     build: BuildInfo,
 }
 
 impl<I, O> fmt::Debug for Worker<I, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Worker")
-            .field("name", &self.inner.process.name)
-            .field("pid", &self.inner.process.pid())
+            .field("name", &self.core.name)
+            .field("pid", &self.core.current().process.pid())
             .field("build", &self.build)
             .finish_non_exhaustive()
     }
+}
+
+/// Starts the reader thread of a worker process that completed the handshake.
+pub(super) fn open<I: IpcValue, O: IpcValue>(
+    name: &str,
+    connected: Connected,
+    settings: Settings,
+) -> Result<Arc<Connection<I, O>>, StartError> {
+    let pid = connected.process.pid();
+    let channels = Channels {
+        turns_socket: Socket::find(&connected.receiver, pid),
+        request_socket: Socket::find(&connected.requests, pid),
+        control_socket: Socket::find(&connected.control, pid),
+        requests: connected.requests,
+        control: connected.control,
+    };
+    if channels.request_socket.is_none() {
+        tracing::debug!(worker = %name, "the channel's socket is not known: requests go through a writer thread");
+    }
+    let inner = Connection::new(connected.process, channels, connected.receiver, settings);
+    let reader_inner = inner.clone();
+    // The reader reports the worker's end: its events carry the worker's name and pid.
+    let span = tracing::info_span!("bincrew_worker", worker = %name, pid);
+    let reader = thread::Builder::new()
+        .name(format!("bincrew-reader-{name}"))
+        .spawn(move || {
+            let _entered = span.enter();
+            ReadTurns::read_loop(reader_inner)
+        });
+    if let Err(source) = reader {
+        inner.close();
+        return Err(StartError::Thread {
+            worker: name.to_owned(),
+            source,
+        });
+    }
+    Ok(inner)
 }
 
 impl<I: IpcValue, O: IpcValue> Worker<I, O> {
@@ -91,40 +170,26 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
         Self::builder(name).start_blocking()
     }
 
-    /// Wraps a worker that completed the handshake, and starts its reader thread.
-    pub(crate) fn connected(
-        name: String,
-        connected: Connected,
-        settings: Settings,
-    ) -> Result<Self, StartError> {
-        let pid = connected.process.pid();
-        let channels = Channels {
-            turns_socket: Socket::find(&connected.receiver, pid),
-            request_socket: Socket::find(&connected.requests, pid),
-            control_socket: Socket::find(&connected.control, pid),
-            requests: connected.requests,
-            control: connected.control,
-        };
-        if channels.request_socket.is_none() {
-            tracing::debug!(worker = %name, "the channel's socket is not known: requests go through a writer thread");
+    /// Wraps a worker process that completed the handshake.
+    pub(super) fn new(
+        builder: WorkerBuilder<I, O>,
+        current: Arc<Connection<I, O>>,
+        build: BuildInfo,
+        policy: RecyclePolicy,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Worker {
+            core: Core::new(
+                builder.name().to_owned(),
+                current,
+                builder,
+                policy,
+                counters,
+            ),
+            build,
         }
-        let inner = Connection::new(connected.process, channels, connected.receiver, settings);
-        let reader_inner = inner.clone();
-        let reader = thread::Builder::new()
-            .name(format!("bincrew-reader-{name}"))
-            .spawn(move || ReadTurns::read_loop(reader_inner));
-        if let Err(source) = reader {
-            inner.close();
-            return Err(StartError::Thread {
-                worker: name,
-                source,
-            });
-        }
-        Ok(Worker {
-            inner,
-            build: connected.build,
-        })
     }
+
     /// Queues a request and returns its reply: a future of the response, or
     /// [`Reply::wait`] to block for it.
     ///
@@ -141,10 +206,13 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
 
     /// Same as [`run`](Self::run), with a timeout.
     pub fn run_with(&self, request: I, options: RunOptions) -> Reply<O> {
-        match self.inner.run(request, options.timeout) {
-            Ok(made) => Reply::pending(made.slot, made.id, made.deadline, self.inner.clone()),
-            Err(error) => Reply::done(Err(error)),
-        }
+        self.core.run(request, options.timeout)
+    }
+
+    /// Same as [`run_with`](Self::run_with), giving the request back when the worker takes no
+    /// requests (shut down, dropped, or retired from its pool).
+    pub(crate) fn dispatch(&self, request: I, options: &RunOptions) -> Result<Reply<O>, I> {
+        self.core.try_run(request, options.timeout)
     }
 
     /// Same as [`run`](Self::run), blocking the calling thread until the response comes.
@@ -156,32 +224,44 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
         self.run(request).wait()
     }
 
-    /// Calls `hook` once the worker has exited and its requests were failed (at once if that
-    /// already happened).
-    pub(crate) fn on_exit(&self, hook: Box<dyn FnOnce() + Send>) {
-        self.inner.on_exit(hook);
+    /// Calls `hook` whenever one of the worker's processes has exited and its requests were
+    /// settled (at once if the current one already crashed).
+    pub(crate) fn on_exit(&self, hook: Arc<dyn Fn() + Send + Sync>) {
+        self.core.on_exit(hook);
     }
 
     pub(crate) fn begin_shutdown(&self) -> Result<(), ShutdownError> {
-        self.inner.begin_shutdown()
+        self.core.begin_shutdown()
     }
 
     pub(crate) fn wait_shutdown(&self) -> Result<(), ShutdownError> {
-        self.inner.wait_shutdown()
+        self.core.wait_shutdown()
+    }
+
+    /// Takes the worker out of service: no new requests; its processes answer what they took
+    /// and exit (a pool's rolling replacement).
+    pub(crate) fn retire(&self) {
+        self.core.retire();
+    }
+
+    /// Whether every process of the worker has exited.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.core.is_drained()
     }
 
     /// Shuts the worker down gracefully: it takes no new requests, answers those in flight and
     /// exits with code 0. Waits for the exit, and kills the worker if it takes longer than the
-    /// grace period. Calling it again waits for the same exit.
+    /// grace period. Calling it again waits for the same exit. Replaced processes still
+    /// draining get the same grace period.
     ///
     /// # Errors
     ///
     /// [`ShutdownError::Crashed`] if the worker died while draining (or had crashed before),
     /// [`ShutdownError::Killed`] if it did not exit in time.
     pub async fn shutdown(&self) -> Result<(), ShutdownError> {
-        self.inner.begin_shutdown()?;
-        let inner = self.inner.clone();
-        crate::sync::on_thread("bincrew-shutdown", move || inner.wait_shutdown()).await
+        self.core.begin_shutdown()?;
+        let core = self.core.clone();
+        crate::sync::on_thread("bincrew-shutdown", move || core.wait_shutdown()).await
     }
 
     /// Same as [`shutdown`](Self::shutdown), blocking the calling thread.
@@ -190,50 +270,70 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
     ///
     /// Same as [`shutdown`](Self::shutdown).
     pub fn shutdown_blocking(&self) -> Result<(), ShutdownError> {
-        self.inner.begin_shutdown()?;
-        self.inner.wait_shutdown()
+        self.core.begin_shutdown()?;
+        self.core.wait_shutdown()
     }
 
     /// The crash report, once the worker has died unexpectedly.
     pub fn crash_error(&self) -> Option<Arc<WorkerCrashError>> {
-        self.inner.crash_error()
+        self.core.crash_error()
     }
 
     /// Whether the worker takes requests: not crashed, not shutting down.
     pub fn is_running(&self) -> bool {
-        self.inner.is_running()
+        self.core.is_running()
     }
 
-    /// How many requests are in flight (sent or queued, not yet answered).
+    /// How many requests are in flight (sent or queued, not yet answered), on its current
+    /// process and on replaced ones still draining.
     pub fn in_flight(&self) -> usize {
-        self.inner.in_flight()
+        self.core.in_flight()
     }
 
-    /// Kills the worker process now. Requests in flight fail with [`RunError::Crashed`], whose
-    /// report says the app killed it and why.
+    /// Kills the worker's processes now. Requests in flight fail with [`RunError::Crashed`],
+    /// whose report says the app killed it and why.
     pub fn kill(&self, reason: &str) {
-        self.inner.kill(reason.to_owned());
+        self.core.kill(reason);
     }
 
-    /// The worker's process id.
+    /// The process id of the worker's current process (it changes when the worker is
+    /// recycled).
     pub fn id(&self) -> u32 {
-        self.inner.process.pid()
+        self.core.current().process.pid()
     }
 
     /// The worker's name.
     pub fn name(&self) -> &str {
-        &self.inner.process.name
+        &self.core.name
     }
 
-    /// The worker binary's identity, as it reported it in the handshake.
+    /// The worker binary's identity, as it reported it in the handshake of the worker's first
+    /// process. (Replacements started by recycling come from the same builder and pass the same
+    /// [`Compat`](crate::Compat) check.)
     pub fn build_info(&self) -> &BuildInfo {
         &self.build
+    }
+
+    /// How the worker's [memory limit](WorkerBuilder::memory_limit) is enforced, if it has one:
+    /// the mechanism this machine offered when its current process started.
+    pub fn memory_mechanism(&self) -> Option<crate::MemoryMechanism> {
+        self.core
+            .current()
+            .process
+            .contained
+            .memory
+            .map(|(_, mechanism)| mechanism)
+    }
+
+    /// The worker's counters: requests, crashes, limit kills, recycles.
+    pub fn stats(&self) -> WorkerStats {
+        self.core.counters.worker()
     }
 }
 
 impl<I, O> Drop for Worker<I, O> {
     fn drop(&mut self) {
-        // Fails what is in flight and kills the process; never waits for it.
-        self.inner.close();
+        // Fails what is in flight and kills the processes; never waits for them.
+        self.core.close();
     }
 }

@@ -21,6 +21,8 @@ use crate::sync::lock;
 pub(crate) struct Child {
     handle: Arc<duct::Handle>,
     pid: u32,
+    /// The process leads a process group of its own (Unix).
+    group: bool,
 }
 
 /// Starts a worker process.
@@ -40,6 +42,34 @@ pub(crate) fn spawn(launch: Launch<'_>) -> io::Result<Child> {
     if let Some(dir) = launch.current_dir {
         expr = expr.dir(dir);
     }
+    #[cfg(unix)]
+    {
+        let (new_group, core_dumps) = (launch.new_group, launch.core_dumps);
+        expr = expr.before_spawn(move |command| {
+            use std::os::unix::process::CommandExt;
+            if new_group {
+                command.process_group(0);
+            }
+            if !core_dumps {
+                // SAFETY: the hook runs in the child between fork and exec, and calls only
+                // getrlimit and setrlimit, which are async-signal-safe.
+                unsafe {
+                    command.pre_exec(|| {
+                        let mut limit: libc::rlimit = std::mem::zeroed();
+                        if libc::getrlimit(libc::RLIMIT_CORE, &mut limit) == 0 {
+                            limit.rlim_cur = 0;
+                            libc::setrlimit(libc::RLIMIT_CORE, &limit);
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            Ok(())
+        });
+    }
+    // Windows writes no core files.
+    #[cfg(not(unix))]
+    let _ = launch.core_dumps;
     let handle = expr.start()?;
     // The expression holds our copy of the stderr pipe's write end: drop it, so the reader sees
     // the end of the stream when the worker exits.
@@ -48,6 +78,7 @@ pub(crate) fn spawn(launch: Launch<'_>) -> io::Result<Child> {
     Ok(Child {
         handle: Arc::new(handle),
         pid,
+        group: launch.new_group && cfg!(unix),
     })
 }
 
@@ -69,9 +100,24 @@ impl Child {
         self.pid
     }
 
-    /// Kills the process unless it was already waited on (duct checks). Does not wait.
+    /// Kills the process unless it was already waited on (duct checks), and the process group it
+    /// leads. Does not wait.
     pub(crate) fn kill(&self) -> io::Result<()> {
+        #[cfg(unix)]
+        if self.group && matches!(self.handle.try_wait(), Ok(None)) {
+            if let Ok(pid) = libc::pid_t::try_from(self.pid) {
+                // SAFETY: kill has no memory effects. Not waited on yet, so the pid (the group's
+                // id) is still this child's; duct may reap it between the check and the signal,
+                // a window the Linux backend does not have.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
+        }
         self.handle.kill()
+    }
+
+    /// Whether the process was waited on.
+    pub(crate) fn reaped(&self) -> bool {
+        matches!(self.handle.try_wait(), Ok(Some(_)))
     }
 
     /// Blocks until the process exits.

@@ -15,10 +15,27 @@ pub(crate) struct Launch<'a> {
     pub(crate) current_dir: Option<&'a Path>,
     /// The write end of the stderr pipe, closed by the app once the process has its copy.
     pub(crate) stderr: std::io::PipeWriter,
+    /// Start the worker as the leader of a process group of its own, so that killing it kills
+    /// what it started (Unix).
+    pub(crate) new_group: bool,
+    /// Leave core dumps as the app has them; otherwise the backend turns them off where it can
+    /// do so at the spawn (other Unixes; Linux does it right after, `os::limits`).
+    pub(crate) core_dumps: bool,
 }
 
 /// Where a worker process's standard input comes from; see
 /// [`WorkerBuilder::stdin`](crate::WorkerBuilder::stdin).
+///
+/// ```no_run
+/// use bincrew::{Worker, WorkerStdin, WorkerStdout};
+///
+/// // A worker that reads nothing and whose prints are dropped.
+/// let worker = Worker::<String, usize>::builder("words")
+///     .stdin(WorkerStdin::Null)
+///     .stdout(WorkerStdout::Null)
+///     .start_blocking()?;
+/// # Ok::<(), bincrew::StartError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WorkerStdin {

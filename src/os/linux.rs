@@ -26,6 +26,11 @@
 //!   exited, and never waits: the reaper reaps it. A child is handed to the reaper the first
 //!   time someone waits for its exit or its handle drops, not at the spawn, so that starting a
 //!   worker wakes no other thread.
+//! - **The process tree.** A worker is spawned as the leader of a process group of its own
+//!   (unless it shares the app's terminal, see `process::child`). [`Child::kill`] signals the
+//!   whole group, and the reaper signals it once more right before it reaps the worker: what the
+//!   worker started dies with it, however the worker ended. Both happen before the worker is
+//!   reaped, while its pid (the group's id) cannot have been reused.
 //! - **The token.** [`remove_secret_env`] blanks a variable's entry in the initial environment
 //!   block, which is what `/proc/<pid>/environ` shows to other processes, before removing it.
 
@@ -48,6 +53,7 @@ pub(crate) fn spawn(launch: Launch<'_>) -> io::Result<Child> {
     // Started before the first worker, so that a worker is never without a reaper.
     reaper()?;
     let prepared = Prepared::new(launch)?;
+    let group = prepared.new_group;
     let pid = on_spawning_thread(prepared)?;
     // Before the reaper knows the pid nobody reaps it, so it is still this child's.
     // SAFETY: pidfd_open takes a pid and flags, and returns a new descriptor (close-on-exec) or -1.
@@ -63,6 +69,7 @@ pub(crate) fn spawn(launch: Launch<'_>) -> io::Result<Child> {
         exit: Mutex::new(None),
         exited: Condvar::new(),
         watched: std::sync::atomic::AtomicBool::new(false),
+        group,
     });
     // The reaper is told when someone first waits for the exit, or the handle drops.
     Ok(Child { record })
@@ -117,10 +124,15 @@ struct Prepared {
     current_dir: Option<CString>,
     /// The write end of the stderr pipe; closed here once the child has its copy.
     stderr: OwnedFd,
+    /// The child leads a process group of its own.
+    new_group: bool,
 }
 
 impl Prepared {
     fn new(launch: Launch<'_>) -> io::Result<Prepared> {
+        // posix_spawn cannot set resource limits: core dumps are turned off right after the
+        // spawn, before the handshake (`os::limits::core_dumps_off`).
+        let _ = launch.core_dumps;
         let c_string = |bytes: Vec<u8>| {
             CString::new(bytes).map_err(|_| {
                 io::Error::new(
@@ -153,6 +165,7 @@ impl Prepared {
             stdout: launch.stdout,
             current_dir,
             stderr: launch.stderr.into(),
+            new_group: launch.new_group,
         })
     }
 
@@ -173,7 +186,7 @@ impl Prepared {
             actions.chdir(dir)?;
         }
         actions.close_from(3)?;
-        let attrs = SpawnAttrs::new()?;
+        let attrs = SpawnAttrs::new(self.new_group)?;
         let argv = null_terminated(&self.argv);
         let envp = null_terminated(&self.envp);
         let mut pid = 0;
@@ -326,8 +339,9 @@ struct SpawnAttrs(libc::posix_spawnattr_t);
 
 impl SpawnAttrs {
     /// As std sets them: no blocked signals, and SIGPIPE back to its default action (the app,
-    /// like every Rust program, ignores it, and ignored signals survive `exec`).
-    fn new() -> io::Result<SpawnAttrs> {
+    /// like every Rust program, ignores it, and ignored signals survive `exec`). With
+    /// `new_group`, the child leads a process group of its own (whose id is its pid).
+    fn new(new_group: bool) -> io::Result<SpawnAttrs> {
         // SAFETY: init fills in the zeroed structure, which is destroyed only if init succeeded;
         // the signal sets are initialized by sigemptyset before use.
         unsafe {
@@ -339,7 +353,11 @@ impl SpawnAttrs {
             check(libc::posix_spawnattr_setsigmask(&mut attrs.0, &signals))?;
             libc::sigaddset(&mut signals, libc::SIGPIPE);
             check(libc::posix_spawnattr_setsigdefault(&mut attrs.0, &signals))?;
-            let flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+            let mut flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+            if new_group {
+                check(libc::posix_spawnattr_setpgroup(&mut attrs.0, 0))?;
+                flags |= libc::POSIX_SPAWN_SETPGROUP;
+            }
             check(libc::posix_spawnattr_setflags(
                 &mut attrs.0,
                 flags as libc::c_short,

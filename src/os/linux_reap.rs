@@ -30,6 +30,8 @@ pub(super) struct Record {
     /// Handed to the reaper: the first time someone waits for the exit, or the handle drops
     /// (not at the spawn, which then wakes no other thread).
     pub(super) watched: std::sync::atomic::AtomicBool,
+    /// The process leads a process group of its own, killed with it.
+    pub(super) group: bool,
 }
 
 impl Child {
@@ -37,12 +39,14 @@ impl Child {
         self.record.pid.unsigned_abs()
     }
 
-    /// Sends SIGKILL, unless the process was already reaped. Does not wait.
+    /// Sends SIGKILL to the process and, when it leads a group of its own, to its group, unless
+    /// the process was already reaped. Does not wait.
     pub(crate) fn kill(&self) -> io::Result<()> {
         let exit = lock(&self.record.exit);
         if exit.is_some() {
             return Ok(());
         }
+        self.record.kill_group();
         // Not reaped, and the reaper cannot reap it while we hold the lock: the pid is still
         // this child's (running, or a zombie), so the signal cannot reach another process. The
         // pidfd covers the one exception, an app that has the kernel reap its children (it
@@ -74,6 +78,11 @@ impl Child {
         } else {
             Err(io::Error::last_os_error())
         }
+    }
+
+    /// Whether the process was reaped (without handing it to the reaper).
+    pub(crate) fn reaped(&self) -> bool {
+        lock(&self.record.exit).is_some()
     }
 
     /// Hands the process to the reaper, once.
@@ -144,11 +153,26 @@ impl Drop for Child {
 }
 
 impl Record {
+    /// Kills the process group the process leads, if it leads one. Call it only while the
+    /// process is not reaped (under the `exit` lock, with `exit` empty): until then its pid,
+    /// which is the group's id, cannot belong to anyone else.
+    fn kill_group(&self) {
+        if self.group {
+            // SAFETY: kill has no memory effects; see above for why the group is ours.
+            unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+        }
+    }
+
     /// Reaps the process if it exited; whether it is gone.
     fn try_reap(&self) -> bool {
         let mut exit = lock(&self.exit);
         if exit.is_some() {
             return true;
+        }
+        // Exited (or about to be looked at): what it started goes with it. A process that is
+        // still running is not in the group's kill unless it exited: `waitpid` below tells.
+        if self.group && self.has_exited() {
+            self.kill_group();
         }
         let mut status = 0;
         let reaped = loop {
@@ -179,6 +203,31 @@ impl Record {
         self.exited.notify_all();
         true
     }
+}
+
+impl Record {
+    /// Whether the process has exited (a zombie waiting to be reaped), without reaping it.
+    fn has_exited(&self) -> bool {
+        let mut info: libc::siginfo_t = zeroed_siginfo();
+        // SAFETY: waitid with a pid of ours and a valid siginfo pointer; WNOWAIT leaves the
+        // process to be reaped by waitpid.
+        let result = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: si_pid is valid to read for a siginfo filled by waitid (zero when nothing
+        // had exited).
+        result == 0 && unsafe { info.si_pid() } == self.pid
+    }
+}
+
+fn zeroed_siginfo() -> libc::siginfo_t {
+    // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
+    unsafe { std::mem::zeroed() }
 }
 
 /// The process-wide reaper: the children it watches, and the pipe that wakes its `poll` when

@@ -18,6 +18,9 @@ pub(crate) use duct_spawn::{spawn, Child};
 #[path = "other_socket.rs"]
 pub(crate) mod socket;
 
+#[path = "other_limits.rs"]
+pub(crate) mod limits;
+
 pub(crate) fn exit_signal(_status: &ExitStatus) -> Option<i32> {
     None
 }

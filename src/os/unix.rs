@@ -19,6 +19,13 @@
 //!   descriptor is a channel end of a given process, non-blocking sends, waiting with a deadline,
 //!   and checking a packet before `ipc-channel` reads it. Linux has it (`linux_socket.rs`);
 //!   elsewhere (`other_socket.rs`) nothing is found, and callers fall back.
+//! - `limits`: what a worker's limits are made of: `core_dumps_off` and `data_limit` (resource
+//!   limits of another process), `rss` and `descendants` (its resident memory and its process
+//!   tree), `has_thread_named`, and `Cgroup` with `cgroup_parent`. Linux has them
+//!   (`linux_limits.rs`); elsewhere (`other_limits.rs`) they fail or find nothing, and the start
+//!   fails with `StartError::Limit` unless the limits are best effort.
+//! - `Launch::new_group`: the worker leads a process group of its own, and `Child::kill` kills
+//!   the group (Unix).
 //!
 //! On Linux, spawning and reaping are in `linux.rs` (`posix_spawn`, pidfds, a worker inherits no
 //! descriptor of the app); on other Unixes in `duct_spawn.rs`. The stderr pump is here: one thread
@@ -52,6 +59,13 @@ pub(crate) mod socket;
 pub(crate) mod socket;
 #[cfg(not(target_os = "linux"))]
 pub(crate) use duct_spawn::{spawn, Child};
+
+#[cfg(target_os = "linux")]
+#[path = "linux_limits.rs"]
+pub(crate) mod limits;
+#[cfg(not(target_os = "linux"))]
+#[path = "other_limits.rs"]
+pub(crate) mod limits;
 
 /// Names the process after the worker it serves (Linux only).
 #[cfg(not(target_os = "linux"))]

@@ -4,22 +4,27 @@ use std::ffi::OsString;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::contain::End;
 use crate::error::{ExitInfo, StartError, WorkerCrashError};
 use crate::sync::lock;
 
+use super::limits::Contained;
 use super::stderr::StderrTail;
 use super::{Spec, STDERR_GRACE};
 
-/// A started worker process: its handle, its stderr and what it reported before dying.
+/// A started worker process: its handle, its stderr, its limits and what it reported before
+/// dying.
 ///
-/// Dropping it kills the process if it has not exited, without waiting; a process-wide reaper
-/// reaps it.
+/// Dropping it kills the process (and the process group it leads) if it has not exited, without
+/// waiting; a process-wide reaper reaps it.
 pub(crate) struct Process {
     pub(crate) name: String,
     pid: u32,
-    child: crate::os::Child,
+    /// Shared only with the memory watcher, which holds it weakly.
+    child: Arc<crate::os::Child>,
     stderr: Arc<StderrTail>,
     panic: Mutex<Option<(String, Option<String>)>>,
+    pub(crate) contained: Contained,
 }
 
 impl Process {
@@ -41,17 +46,24 @@ impl Process {
             stdout: spec.stdout,
             current_dir: spec.current_dir.as_deref(),
             stderr: stderr_write,
+            new_group: own_group(spec),
+            core_dumps: spec.limits.core_dumps == Some(true),
         })
         .map_err(spawn_error)?;
-        // On failure `child` is dropped, which kills the process.
+        let child = Arc::new(child);
+        let pid = child.id();
+        // On failure `child` is dropped, which kills the process. The limits are applied before
+        // the handshake, so before any handler runs.
+        let contained = Contained::apply(&spec.limits, &spec.name, pid, &child)?;
         let stderr =
             StderrTail::start(stderr_read, spec.forward_stderr, &spec.name).map_err(spawn_error)?;
         Ok(Process {
             name: spec.name.clone(),
-            pid: child.id(),
+            pid,
             child,
             stderr,
             panic: Mutex::new(None),
+            contained,
         })
     }
 
@@ -77,17 +89,26 @@ impl Process {
     /// Blocks until the process exits. Always `Some`: the status is "unknown" when the process
     /// was reaped by someone else.
     pub(crate) fn wait(&self) -> Option<ExitInfo> {
-        Some(self.child.wait())
+        self.exited(Some(self.child.wait()))
     }
 
     /// The exit status, if the process has exited.
     pub(crate) fn try_exit(&self) -> Option<ExitInfo> {
-        self.child.try_wait()
+        self.exited(self.child.try_wait())
     }
 
     /// Waits for the process to exit until `deadline`.
     pub(crate) fn wait_deadline(&self, deadline: Instant) -> Option<ExitInfo> {
-        self.child.wait_deadline(deadline)
+        self.exited(self.child.wait_deadline(deadline))
+    }
+
+    /// Once the process has exited, what it left in its cgroup goes too. (Its process group
+    /// was killed by the reaper before it reaped it.)
+    fn exited(&self, exit: Option<ExitInfo>) -> Option<ExitInfo> {
+        if exit.is_some() {
+            self.contained.ended();
+        }
+        exit
     }
 
     pub(crate) fn record_panic(&self, message: String, location: Option<String>) {
@@ -108,14 +129,39 @@ impl Process {
             Some((message, location)) => (Some(message), location),
             None => (None, None),
         };
+        let stderr_tail = self.stderr.tail(STDERR_GRACE);
+        let limit = End {
+            exit,
+            stderr: &stderr_tail,
+            memory: self.contained.memory,
+            cpu: self.contained.cpu,
+            watch_killed: self.contained.watch_killed(),
+            cgroup_oom: self.contained.cgroup_oom(),
+        }
+        .limit();
+        if let Some(limit) = &limit {
+            tracing::warn!(worker = %self.name, pid = self.pid, %limit, "worker `{}` (pid {}) exceeded {limit}", self.name, self.pid);
+        }
         WorkerCrashError {
             worker: self.name.clone(),
             pid: self.pid,
             exit,
             panic_message,
             panic_location,
-            stderr_tail: self.stderr.tail(STDERR_GRACE),
+            stderr_tail,
             killed_by_app,
+            limit,
         }
     }
+}
+
+/// Whether the worker leads a process group of its own: always, unless it shares the app's
+/// terminal (a process outside the terminal's foreground group that reads it is stopped by
+/// `SIGTTIN`). Then its process tree is not killed with it, except through its cgroup.
+fn own_group(spec: &Spec) -> bool {
+    use std::io::IsTerminal;
+    let stdin_tty = spec.stdin == crate::os::WorkerStdin::Inherit && std::io::stdin().is_terminal();
+    let stdout_tty =
+        spec.stdout == crate::os::WorkerStdout::Inherit && std::io::stdout().is_terminal();
+    !(stdin_tty || stdout_tty)
 }

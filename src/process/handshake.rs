@@ -175,7 +175,7 @@ impl Handshake<'_> {
         };
         if let Err((kind, fix)) = compat.check(app, &build) {
             return Err(StartError::VersionMismatch(Box::new(VersionMismatch::new(
-                &spec.name, compat, app, &build, kind, fix,
+                &spec.name, &spec.exe, compat, app, &build, kind, fix,
             ))));
         }
         for (side, traced, worker_type, worker_shape) in [

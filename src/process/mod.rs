@@ -40,12 +40,15 @@ use std::time::{Duration, Instant};
 use ipc_channel::ipc::{IpcOneShotServer, IpcSender, OpaqueIpcReceiver};
 
 use crate::build::{build_info, BuildInfo, Compat};
-use crate::env::{APP_PID_ENV, PARALLELISM_ENV, SERVER_ENV, TIMEOUT_ENV, TOKEN_ENV, WORKER_ENV};
+use crate::env::{
+    APP_PID_ENV, CPU_LIMIT_ENV, PARALLELISM_ENV, SERVER_ENV, TIMEOUT_ENV, TOKEN_ENV, WORKER_ENV,
+};
 use crate::error::StartError;
 use crate::wire::hello::{Hello, RawBytes};
 
 mod child;
 mod handshake;
+mod limits;
 mod stderr;
 
 pub(crate) use child::Process;
@@ -82,6 +85,8 @@ pub(crate) struct Spec {
     /// Variables of the app's environment the worker does not get.
     pub(crate) env_remove: Vec<OsString>,
     pub(crate) parallelism: Option<usize>,
+    /// Memory, CPU and core dump limits.
+    pub(crate) limits: crate::contain::Limits,
 }
 
 /// What the app checks in the hello.
@@ -118,8 +123,30 @@ pub(crate) struct Connected {
     pub(crate) build: BuildInfo,
 }
 
-/// Starts the worker process and completes the handshake.
+/// Starts the worker process and completes the handshake, and says how it went in `tracing`
+/// events (target `bincrew`): the worker, its pid and executable, and the handshake's duration.
 pub(crate) fn start(spec: &Spec) -> Result<Started, StartError> {
+    let began = std::time::Instant::now();
+    let started = start_process(spec);
+    let ms = began.elapsed().as_secs_f64() * 1e3;
+    match &started {
+        Ok(Started::Connected(c)) => tracing::info!(
+            worker = %spec.name,
+            pid = c.process.pid(),
+            exe = %spec.exe.display(),
+            self_spawn = spec.self_spawn,
+            handshake_ms = ms,
+            "worker started"
+        ),
+        Ok(Started::Listed(_)) => {}
+        Err(e) => {
+            tracing::warn!(worker = %spec.name, exe = %spec.exe.display(), handshake_ms = ms, error = %e, "worker start failed")
+        }
+    }
+    started
+}
+
+fn start_process(spec: &Spec) -> Result<Started, StartError> {
     // `Workers::run` removes these variables when it serves: still set means this process was
     // started as a worker and went on into its app code. Starting workers from there would
     // start the same executable again and again.
@@ -151,6 +178,13 @@ pub(crate) fn start(spec: &Spec) -> Result<Started, StartError> {
     if let Some(n) = spec.parallelism {
         protocol.push((PARALLELISM_ENV.into(), n.to_string().into()));
     }
+    if let Some(limit) = spec
+        .limits
+        .cpu_per_request
+        .filter(|_| cfg!(target_os = "linux"))
+    {
+        protocol.push((CPU_LIMIT_ENV.into(), limit.as_micros().to_string().into()));
+    }
     let process = Process::spawn(spec, worker_env(spec, protocol))?;
 
     let (events, event_rx) = mpsc::channel();
@@ -173,7 +207,24 @@ pub(crate) fn start(spec: &Spec) -> Result<Started, StartError> {
         server_name: &server_name,
         probed: Cell::new(false),
     };
-    match handshake.wait(&event_rx, Instant::now() + timeout) {
+    let outcome = handshake.wait(&event_rx, Instant::now() + timeout);
+    let outcome = match outcome {
+        Ok(Ok(connected)) => match process.contained.check_cpu_watchdog(process.pid()) {
+            Ok(()) => Ok(Ok(connected)),
+            Err(reason) if spec.limits.best_effort => {
+                tracing::warn!(worker = %spec.name, "starting without its CPU limit: {reason}");
+                Ok(Ok(connected))
+            }
+            Err(reason) => Err(StartError::Limit {
+                worker: spec.name.clone(),
+                limit: "CPU limit",
+                reason,
+                source: None,
+            }),
+        },
+        other => other,
+    };
+    match outcome {
         Ok(Ok((receiver, ready, hello, build))) => Ok(Started::Connected(Box::new(Connected {
             process,
             receiver,
@@ -333,6 +384,7 @@ mod tests {
             env_clear,
             env_remove,
             parallelism: None,
+            limits: crate::contain::Limits::default(),
         }
     }
 

@@ -16,7 +16,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::wire::codec;
-use crate::wire::transport::{close_unclaimed_channels, encode_failed, Body, FramedRef, Parse};
+use crate::wire::transport::{
+    close_unclaimed_channels, encode_failed, encoded_len, Body, Emit, FramedRef, Parse,
+};
 
 /// The worker's second message, sent right after a hello with `Status::Ready`: the sending ends
 /// of the two channels the worker reads. It keeps no copy of either, so it sees them close when
@@ -275,6 +277,70 @@ impl<I: Serialize + 'static> Body for [(u64, Job<I>)] {
         }
         Ok(())
     }
+
+    fn direct_len(&self) -> Option<usize> {
+        if !crate::wire::shape::traceable::<I>() {
+            return None;
+        }
+        direct_lens(|lens| {
+            let mut len = 1;
+            for (_, job) in self {
+                match job {
+                    Job::Run(request) => len += item_len(lens, encoded_len(request)?)?,
+                    Job::End => len += 9,
+                    Job::Undecodable(_) => {}
+                }
+            }
+            Some(len)
+        })
+    }
+
+    fn emit<E: Emit>(&self, out: &mut E) -> Result<(), E::Error> {
+        let mut lens = take_lens();
+        out.value(&0u8)?;
+        for (id, job) in self {
+            match job {
+                Job::Run(request) => {
+                    out.value(&id.to_le_bytes())?;
+                    out.value(&RUN)?;
+                    out.value(&lens.next().unwrap_or(0).to_le_bytes())?;
+                    out.value(request)?;
+                }
+                Job::End => {
+                    out.value(&id.to_le_bytes())?;
+                    out.value(&END)?;
+                }
+                Job::Undecodable(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// The payload lengths [`Body::direct_len`] found, for [`Body::emit`] to write.
+    static LENS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `measure` with an empty list of payload lengths to fill, kept for [`take_lens`].
+fn direct_lens(measure: impl FnOnce(&mut Vec<u32>) -> Option<usize>) -> Option<usize> {
+    let mut lens = LENS.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    lens.clear();
+    let len = measure(&mut lens);
+    LENS.with(|l| *l.borrow_mut() = lens);
+    len
+}
+
+/// The payload lengths measured last, in order.
+fn take_lens() -> std::vec::IntoIter<u32> {
+    LENS.with(|l| std::mem::take(&mut *l.borrow_mut()))
+        .into_iter()
+}
+
+/// An item's length (id, tag, payload length, payload), noting the payload's length.
+fn item_len(lens: &mut Vec<u32>, payload: usize) -> Option<usize> {
+    lens.push(u32::try_from(payload).ok()?);
+    Some(8 + 1 + 4 + payload)
 }
 
 impl<I: DeserializeOwned + 'static> Parse for Vec<(u64, Job<I>)> {
@@ -348,6 +414,57 @@ impl<O: Serialize + 'static> Body for ToAppRef<'_, O> {
                 Ok(())
             }
         }
+    }
+
+    fn direct_len(&self) -> Option<usize> {
+        let ToAppRef::Answers(answers) = self else {
+            return None;
+        };
+        if !crate::wire::shape::traceable::<O>() {
+            return None;
+        }
+        direct_lens(|lens| {
+            let mut len = 2;
+            for answer in answers.iter() {
+                let payload = match answer {
+                    Answer::Done { response, .. } => encoded_len(response)?,
+                    Answer::Cancelled { .. } => 0,
+                    Answer::EncodeFailed { reason, .. }
+                    | Answer::DecodeFailed { reason, .. }
+                    | Answer::Undecodable { reason, .. } => encoded_len(reason)?,
+                };
+                len += item_len(lens, payload)?;
+            }
+            Some(len)
+        })
+    }
+
+    fn emit<E: Emit>(&self, out: &mut E) -> Result<(), E::Error> {
+        let ToAppRef::Answers(answers) = self else {
+            return Ok(());
+        };
+        let mut lens = take_lens();
+        out.value(&0u8)?;
+        out.value(&ANSWERS)?;
+        for answer in answers.iter() {
+            out.value(&answer.id().to_le_bytes())?;
+            let tag = match answer {
+                Answer::Done { .. } => DONE,
+                Answer::EncodeFailed { .. } => ENCODE_FAILED,
+                Answer::Cancelled { .. } => CANCELLED,
+                Answer::DecodeFailed { .. } | Answer::Undecodable { .. } => DECODE_FAILED,
+            };
+            out.value(&tag)?;
+            out.value(&lens.next().unwrap_or(0).to_le_bytes())?;
+            match answer {
+                Answer::Done { response, .. } => out.value(response)?,
+                Answer::Cancelled { .. } => {}
+                Answer::EncodeFailed { reason, .. }
+                | Answer::DecodeFailed { reason, .. }
+                | Answer::Undecodable { reason, .. } => out.value(reason)?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -489,5 +606,53 @@ mod tests {
             }
             _ => panic!("wrong variant"),
         }
+    }
+
+    /// What `FramedRef` sends: the kind, then the body as a byte string.
+    fn buffered<B: Body + ?Sized>(b: &B) -> Vec<u8> {
+        let body = body(b);
+        let mut out = vec![0u8];
+        let mut len = body.len();
+        while len >= 0x80 {
+            out.push((len as u8) | 0x80);
+            len >>= 7;
+        }
+        out.push(len as u8);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[test]
+    fn frames_written_straight_into_the_message_are_the_buffered_bytes() {
+        let _ = crate::wire::shape::of::<String>();
+        let _ = crate::wire::shape::of::<u32>();
+        let jobs = vec![
+            (1u64, Job::Run("a".to_owned())),
+            (2, Job::Run("x".repeat(300))),
+            (u64::MAX, Job::End),
+        ];
+        assert!(jobs.as_slice().direct_len().is_some());
+        let direct = postcard::to_stdvec(&FramedRef(jobs.as_slice())).expect("encodes");
+        assert_eq!(direct, buffered(jobs.as_slice()));
+
+        let answers = vec![
+            Answer::Done {
+                id: 3,
+                response: 9u32,
+            },
+            Answer::EncodeFailed {
+                id: 4,
+                reason: "no".repeat(100),
+            },
+            Answer::Cancelled { id: 5 },
+            Answer::DecodeFailed {
+                id: 6,
+                reason: "bad".into(),
+            },
+        ];
+        let message = ToAppRef::Answers(&answers);
+        assert!(message.direct_len().is_some());
+        let direct = postcard::to_stdvec(&FramedRef(&message)).expect("encodes");
+        assert_eq!(direct, buffered(&message));
     }
 }

@@ -67,6 +67,62 @@ pub(crate) trait Body {
     /// Appends the encoding to `out`; items that cannot be encoded are left out or replaced,
     /// and reported through [`take_encode_failures`].
     fn write(&self, out: &mut Vec<u8>) -> Result<(), String>;
+
+    /// The exact length [`write`](Self::write) would give, when the body can instead be written
+    /// straight into the message ([`emit`](Self::emit)): every item encodes, and encoding it
+    /// twice has no side effect (no IPC handles inside). `None` otherwise.
+    fn direct_len(&self) -> Option<usize> {
+        None
+    }
+
+    /// Writes what [`write`](Self::write) would, element by element, into the message being
+    /// encoded; called only after [`direct_len`](Self::direct_len) said it can.
+    fn emit<E: Emit>(&self, _out: &mut E) -> Result<(), E::Error> {
+        Ok(())
+    }
+}
+
+/// Where [`Body::emit`] writes: the tuple of the message `ipc-channel` is encoding with
+/// postcard, in which a `u8` and an array of `u8` are their bytes as they are, and a value is
+/// its postcard encoding. The frame's bytes are thus the ones [`Body::write`] gives, without
+/// going through a buffer of their own first.
+pub(crate) trait Emit {
+    type Error;
+    fn value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Self::Error>;
+}
+
+impl<S: SerializeTuple> Emit for S {
+    type Error = S::Error;
+
+    fn value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
+        self.serialize_element(value)
+    }
+}
+
+/// Counts the bytes of a postcard encoding without writing them.
+struct Count(usize);
+
+impl postcard::ser_flavors::Flavor for Count {
+    type Output = usize;
+
+    fn try_push(&mut self, _: u8) -> postcard::Result<()> {
+        self.0 += 1;
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0 += data.len();
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.0)
+    }
+}
+
+/// The length of `value`'s postcard encoding, when it encodes.
+pub(crate) fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Option<usize> {
+    postcard::serialize_with_flavor(value, Count(0)).ok()
 }
 
 /// The receiving side of [`Body`]: `Err` means the frame itself is broken (not one item).
@@ -128,6 +184,15 @@ pub(crate) fn take_encode_failures() -> Vec<(u64, String)> {
 
 impl<T: Body + ?Sized> Serialize for FramedRef<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if let Some(len) = self.0.direct_len().filter(|&len| len <= inline_max()) {
+            // Inline, written straight into the message: the same bytes as below (the kind,
+            // then a byte string: its length as a varint, then the body), one copy fewer.
+            let mut tuple = serializer.serialize_tuple(3)?;
+            tuple.serialize_element(&INLINE)?;
+            tuple.serialize_element(&len)?;
+            self.0.emit(&mut tuple)?;
+            return tuple.end();
+        }
         let mut bytes = SCRATCH.with(|scratch| scratch.take());
         bytes.clear();
         let written = self.0.write(&mut bytes);

@@ -5,6 +5,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// What a handler receives: the request, and details about it.
+///
+/// ```
+/// fn count(args: bincrew::RequestArgs<Vec<String>>) -> usize {
+///     let mut n = 0;
+///     for line in &args.request {
+///         if args.is_cancelled() {
+///             break; // the app gave up: the answer would be thrown away
+///         }
+///         n += line.len();
+///     }
+///     n
+/// }
+/// # let _ = count;
+/// ```
 #[non_exhaustive]
 pub struct RequestArgs<I> {
     /// The request.
@@ -35,6 +49,15 @@ impl<I> RequestArgs<I> {
 }
 
 /// Whether the app gave up on a request; from [`RequestArgs::cancel_token`].
+///
+/// ```
+/// fn sum(args: bincrew::RequestArgs<Vec<u64>>) -> u64 {
+///     let cancelled = args.cancel_token();
+///     let numbers = args.request; // moves the request out of the arguments
+///     numbers.into_iter().take_while(|_| !cancelled.is_cancelled()).sum()
+/// }
+/// # let _ = sum;
+/// ```
 #[derive(Clone, Debug)]
 pub struct CancelToken(Arc<AtomicBool>);
 

@@ -351,11 +351,14 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
     }
 
     fn handle(self: &Arc<Self>, id: u64, request: I, cancelled: Arc<AtomicBool>) {
+        // The CPU limit per request counts this thread's time while the handler runs.
+        let cpu = super::limits::Measured::start(id);
         let response = (self.handler)(RequestArgs {
             request,
             id,
             cancelled,
         });
+        drop(cpu);
         // Queued before the request stops counting as running, so a shutdown waits for it.
         self.outbox.push(Answer::Done { id, response });
         let (more, drained, reads_next) = {

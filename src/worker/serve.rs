@@ -55,8 +55,13 @@ struct Entry {
 #[must_use = "workers are served only by `run`"]
 pub struct Workers {
     entries: Vec<Entry>,
+    /// Where async handlers run: set when the process serves, read by each handler call.
+    executor: Arc<Executor>,
     /// Made by `run_worker`: one name, one call.
     single: bool,
+    /// Set by `tokio`.
+    #[cfg(feature = "tokio")]
+    use_tokio: bool,
     parallelism: Option<usize>,
     queue_limit: QueueLimit,
 }
@@ -82,6 +87,9 @@ impl Workers {
     pub fn new() -> Self {
         Workers {
             entries: Vec::new(),
+            executor: Arc::new(Executor::default()),
+            #[cfg(feature = "tokio")]
+            use_tokio: false,
             single: false,
             parallelism: None,
             queue_limit: QueueLimit::default(),
@@ -97,7 +105,8 @@ impl Workers {
         F: Fn(RequestArgs<I>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = O>,
     {
-        self.blocking_worker(name, move |args| block_on(handler(args)))
+        let executor = self.executor.clone();
+        self.blocking_worker(name, move |args| executor.block_on(handler(args)))
     }
 
     /// Serves worker `name` with a blocking handler, which runs on one of the worker's threads.
@@ -112,6 +121,33 @@ impl Workers {
             name: name.into(),
             serve: Box::new(move |session| serve(session, handler)),
         });
+        self
+    }
+
+    /// Runs the async handlers inside a Tokio runtime, so that they can use Tokio's timers,
+    /// I/O and `spawn`; requires the `tokio` feature.
+    ///
+    /// The worker process (and only it: the app's process builds nothing) builds a multi-thread
+    /// runtime with every driver this build of Tokio has (`enable_all`) and as many worker
+    /// threads as the worker's parallelism, and each handler thread drives its request's future
+    /// with [`Handle::block_on`](tokio::runtime::Handle::block_on). Blocking handlers are not
+    /// affected. Without it, async handlers run on a minimal executor of bincrew's, where Tokio's
+    /// timers and I/O panic ("there is no reactor running").
+    ///
+    /// ```no_run
+    /// async fn slow_upper(args: bincrew::RequestArgs<String>) -> String {
+    ///     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    ///     args.request.to_uppercase()
+    /// }
+    ///
+    /// fn main() {
+    ///     bincrew::init!();
+    ///     bincrew::Workers::new().tokio().worker("upper", slow_upper).run();
+    /// }
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub fn tokio(mut self) -> Self {
+        self.use_tokio = true;
         self
     }
 
@@ -194,6 +230,15 @@ impl Workers {
         };
         // Shown by `ps` and `top` (a self-spawned worker would show as `exe`).
         crate::os::name_process(&format!("bincrew:{}", env.worker));
+        // Before the handshake, so that the app finds it running once connected.
+        if let Some(limit) = env.cpu_limit {
+            if let Err(e) = super::limits::start(limit) {
+                exit_with(
+                    EXIT_CANNOT_SERVE,
+                    &format!("cannot start the CPU watchdog for its limit of {limit:?}: {e}"),
+                );
+            }
+        }
         let served = self.names();
         let connection = match IpcSender::<RawBytes>::connect(env.server.clone()) {
             Ok(connection) => connection,
@@ -240,6 +285,27 @@ impl Workers {
             .parallelism
             .or(self.parallelism)
             .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
+        #[cfg(feature = "tokio")]
+        if self.use_tokio {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .worker_threads(parallelism)
+                .thread_name(format!("bincrew-tokio-{}", env.worker))
+                .build();
+            match runtime {
+                // Serving never returns: the runtime lives as long as the process.
+                Ok(runtime) => {
+                    let _ = self.executor.tokio.set(runtime);
+                }
+                Err(e) => exit_with(
+                    EXIT_CANNOT_SERVE,
+                    &format!(
+                        "worker `{}` cannot build its Tokio runtime: {e}",
+                        env.worker
+                    ),
+                ),
+            }
+        }
         let session = Session {
             connection,
             hello,
@@ -280,6 +346,18 @@ where
 }
 
 /// Same as [`run_worker`] with a blocking handler: `fn(RequestArgs<I>) -> O`.
+///
+/// ```no_run
+/// fn checksum(args: bincrew::RequestArgs<Vec<u8>>) -> u32 {
+///     args.request.iter().map(|&b| u32::from(b)).sum()
+/// }
+///
+/// fn main() {
+///     bincrew::init!();
+///     bincrew::run_worker_blocking("checksum", checksum);
+///     // The app's own main continues here.
+/// }
+/// ```
 pub fn run_worker_blocking<I, O, F>(name: &str, handler: F)
 where
     I: IpcValue,
@@ -292,6 +370,24 @@ where
     }
     .blocking_worker(name, handler)
     .run();
+}
+
+/// Where async handlers run.
+#[derive(Default)]
+struct Executor {
+    /// Set when the process serves with [`Workers::tokio`].
+    #[cfg(feature = "tokio")]
+    tokio: std::sync::OnceLock<tokio::runtime::Runtime>,
+}
+
+impl Executor {
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        #[cfg(feature = "tokio")]
+        if let Some(runtime) = self.tokio.get() {
+            return runtime.handle().block_on(future);
+        }
+        block_on(future)
+    }
 }
 
 /// Drives a handler's future on the current thread.

@@ -70,9 +70,9 @@ fn a_paired_workspace_builds_stamps_one_id_and_rebuilds_nothing_the_second_time(
     let stdout = run_with(&fixture.bin("app"), &[("APP_SAME_BUILD", "1")]);
     assert!(
         stdout.contains(&format!(
-            "start failed: worker `tool` is binary `tool` 1.0.0 (build {{}}) but app `app` 1.0.0 (build {app_id}) requires same build: \
+            "start failed: worker `tool` is binary `tool` 1.0.0 (build {{}}) at {}, but app `app` 1.0.0 (build {app_id}) requires same build: \
              they come from different builds of the same version: rebuild the workspace and redeploy the app and its workers together"
-        ).replace("{}", &build_id_of_tool(&fixture))),
+        , fixture.bin("tool").display()).replace("{}", &build_id_of_tool(&fixture))),
         "{stdout}"
     );
 

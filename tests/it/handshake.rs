@@ -51,8 +51,9 @@ fn a_semver_requirement_the_worker_does_not_meet_names_both_sides_and_the_fix() 
     assert_eq!(
         err.to_string(),
         format!(
-            "worker `misbehave` is binary `misbehave` 0.1.0 (build {id}) but app `bincrew` 0.1.0 (no build id) \
-             requires version ^0.3: the worker is too old for this app: redeploy a worker matching ^0.3"
+            "worker `misbehave` is binary `misbehave` 0.1.0 (build {id}) at {}, but app `bincrew` 0.1.0 (no build id) \
+             requires version ^0.3: the worker is too old for this app: redeploy a worker matching ^0.3",
+            worker_bin("misbehave").display()
         )
     );
 }

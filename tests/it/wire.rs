@@ -421,3 +421,12 @@ fn in_a_pool_a_bad_value_restarts_nothing() {
     assert_eq!(pool.restart_count(), 0);
     assert_eq!(pool.pids(), pids);
 }
+
+#[test]
+fn async_handlers_run_in_a_tokio_runtime_when_asked() {
+    let worker = wirecheck::<String, Result<String, String>>("tokio-io");
+    let replies: Vec<_> = (0..8).map(|i| worker.run(format!("ping {i}"))).collect();
+    for (i, reply) in replies.into_iter().enumerate() {
+        assert_eq!(reply.wait().expect("answered"), Ok(format!("PING {i}")));
+    }
+}

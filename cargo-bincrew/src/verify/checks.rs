@@ -5,8 +5,9 @@
 //! - [`check_file`]: the file against the manifest (missing, swapped, changed);
 //! - [`Live::from_probe`], [`Live::from_starts`] and [`check_live`]: the starts of the binary;
 //! - [`check_identity`]: the identity it reported against the manifest's;
-//! - [`check_requirement`], [`check_build`] and [`check_protocol`]: the binary as the worker of
-//!   each app that declares it;
+//! - [`judge`], [`check_requirement`], [`check_build`] and [`check_protocol`]: the binary as the
+//!   worker of each app that declares it, judged by the policy the app starts it with
+//!   ([`bincrew::Compat::check`], as the handshake judges it);
 //! - [`missing_workers`]: the workers the binary declares, against the deployment.
 //!
 //! [`check_entry`] runs them all and makes the binary's [`Row`]. Reading the directory and
@@ -15,10 +16,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use bincrew::BuildInfo;
+use bincrew::{BuildInfo, Compat, MismatchKind};
 use semver::{Version, VersionReq};
 
-use super::{check, Check, Row};
+use super::{check, Check, Row, Served, Status};
 use crate::manifest::{Entry, Manifest};
 
 /// How a listed binary's file compares with the manifest.
@@ -61,10 +62,21 @@ impl From<&BuildInfo> for Reported {
     }
 }
 
-/// What starting a binary found: the identity it reported, and each start that failed.
+/// What one start of a worker that succeeded reported: the binary's identity and the worker's
+/// request and response types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Start {
+    pub(super) build: Reported,
+    pub(super) request_type: String,
+    pub(super) response_type: String,
+}
+
+/// What starting a binary found: the identity it reported, the types of each worker it started
+/// as, and each start that failed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Live {
     pub(super) build: Option<Reported>,
+    pub(super) served: Vec<Served>,
     pub(super) failures: Vec<String>,
 }
 
@@ -91,18 +103,23 @@ impl Live {
     }
 
     /// What starting `file` as each worker name it serves found: the identity the first start
-    /// that succeeded reported, and why each other one failed. Takes the starts as they are
-    /// made, one after the other.
+    /// that succeeded reported, the types of each worker that started, and why each other one
+    /// failed. Takes the starts as they are made, one after the other.
     pub(super) fn from_starts<'a>(
         file: &str,
-        starts: impl IntoIterator<Item = (&'a str, Result<Reported, String>)>,
+        starts: impl IntoIterator<Item = (&'a str, Result<Start, String>)>,
     ) -> Live {
         let mut live = Live::default();
         for (name, start) in starts {
             match start {
-                Ok(build) => {
+                Ok(start) => {
+                    live.served.push(Served {
+                        name: name.to_owned(),
+                        request_type: start.request_type,
+                        response_type: start.response_type,
+                    });
                     if live.build.is_none() {
-                        live.build = Some(build);
+                        live.build = Some(start.build);
                     }
                 }
                 Err(error) => live.failures.push(format!(
@@ -131,6 +148,64 @@ impl<'a> Side<'a> {
         self.live
             .map_or(self.entry.build_id.as_deref(), |b| b.build_id.as_deref())
     }
+
+    /// Its identity as the handshake would see it, as far as it is known.
+    fn build_info(self) -> BuildInfo {
+        let mut info = BuildInfo::new(&self.entry.package, self.version().clone());
+        info.build_id = self.build_id().map(str::to_owned);
+        if let Some(live) = self.live {
+            info.target.clone_from(&live.target);
+            info.bincrew_version.clone_from(&live.bincrew_version);
+            info.protocol = live.protocol;
+            info.wire.clone_from(&live.wire);
+        }
+        info
+    }
+}
+
+/// How an app judges one of its workers: the policy it starts it with, and what that policy
+/// says of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Judgement {
+    /// The requirement the app declares for the worker binary.
+    pub(super) requirement: VersionReq,
+    /// `Err` holds the kind of mismatch and what to do, as the handshake says them.
+    pub(super) verdict: Result<(), (MismatchKind, String)>,
+}
+
+impl Judgement {
+    pub(super) fn accepted(&self) -> bool {
+        self.verdict.is_ok()
+    }
+}
+
+/// How `app` judges `worker` when it starts it: by the policy the runtime gives a declared
+/// worker binary when the app chooses none, [`Compat::Semver`] of the requirement the app
+/// declares (embedded in it by bincrew-build), checked by the library's own
+/// [`Compat::check`]. The protocol is left to [`check_protocol`], which compares it only when
+/// both sides reported theirs.
+pub(super) fn judge(worker: Side<'_>, app: Side<'_>, requirement: &VersionReq) -> Judgement {
+    let worker_info = worker.build_info();
+    let mut app_info = app.build_info();
+    app_info.protocol = worker_info.protocol;
+    app_info.wire.clone_from(&worker_info.wire);
+    app_info
+        .bincrew_version
+        .clone_from(&worker_info.bincrew_version);
+    Judgement {
+        requirement: requirement.clone(),
+        verdict: Compat::Semver(requirement.clone()).check(&app_info, &worker_info),
+    }
+}
+
+/// How a check that can pass with a warning came out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    Pass,
+    /// It holds for the runtime, but is worth knowing: what and why.
+    Warn(String),
+    /// What is wrong and what to do.
+    Fail(String),
 }
 
 /// How `entry`'s file compares with the manifest, given what the directory holds under its
@@ -231,39 +306,65 @@ pub(super) fn check_identity(entry: &Entry, build: &Reported) -> Result<(), Stri
     ))
 }
 
-/// The worker's version against the `requirement` the app declares for it.
+/// The worker's version against the policy the app judges it by: `Err` when the app refuses it
+/// at start.
 pub(super) fn check_requirement(
     worker: Side<'_>,
     app: Side<'_>,
-    requirement: &VersionReq,
+    judgement: &Judgement,
 ) -> Result<(), String> {
-    let version = worker.version();
-    if requirement.matches(version) {
+    let Err((_, fix)) = &judgement.verdict else {
         return Ok(());
-    }
+    };
     let file = &worker.entry.file;
     let app_file = &app.entry.file;
     Err(format!(
-        "{file}: is version {version}, but {app_file} requires {} {requirement}: redeploy {file} from {app_file}'s build (a version matching {requirement})",
-        worker.entry.binary
+        "{file}: is version {}, but {app_file} requires {} {}, so {app_file} refuses it at start: {fix}",
+        worker.version(),
+        worker.entry.binary,
+        judgement.requirement
     ))
 }
 
-/// The worker's build id against the app's: `None` when the app carries none, so that there is
-/// nothing to compare.
-pub(super) fn check_build(worker: Side<'_>, app: Side<'_>) -> Option<Result<(), String>> {
+/// The worker's build id against the app's: a warning when they differ but the app accepts the
+/// worker all the same (as the runtime does), a failure when it does not. `None` when the app
+/// carries no build id, so that there is nothing to compare.
+pub(super) fn check_build(
+    worker: Side<'_>,
+    app: Side<'_>,
+    judgement: &Judgement,
+) -> Option<Verdict> {
     let file = &worker.entry.file;
     let app_file = &app.entry.file;
-    let result = match (app.build_id()?, worker.build_id()) {
-        (a, Some(w)) if a == w => Ok(()),
-        (a, Some(w)) => Err(format!(
+    let (a, w) = (app.build_id()?, worker.build_id());
+    if w == Some(a) {
+        return Some(Verdict::Pass);
+    }
+    if judgement.accepted() {
+        let differs = match w {
+            Some(w) => {
+                format!("built by another build (build id {w}) than {app_file} (build id {a})")
+            }
+            None => format!(
+                "carries no build id, so nothing shows it comes from {app_file}'s build ({a})"
+            ),
+        };
+        return Some(Verdict::Warn(format!(
+            "{file}: {differs}, but {app_file} accepts it: it starts {} under the requirement it declares, {} (Compat::Semver, its default), which {file} {} matches. \
+             Their request and response types are checked when {app_file} starts it; to be sure they agree, redeploy {file} from the same build as {app_file}",
+            worker.entry.binary,
+            judgement.requirement,
+            worker.version()
+        )));
+    }
+    Some(Verdict::Fail(match w {
+        Some(w) => format!(
             "{file}: built by another build (build id {w}) than {app_file} (build id {a}): redeploy {file} from the same build as {app_file}"
-        )),
-        (a, None) => Err(format!(
+        ),
+        None => format!(
             "{file}: carries no build id, but {app_file} comes from build {a}: stamp {file} with bincrew-build and redeploy it from the same build as {app_file}"
-        )),
-    };
-    Some(result)
+        ),
+    }))
 }
 
 /// The bincrew protocol and wire format the worker speaks against the app's: `None` unless both
@@ -306,6 +407,7 @@ pub(super) fn missing_workers(manifest: &Manifest, entry: &Entry) -> Vec<String>
 struct Findings {
     checks: Vec<Check>,
     problems: Vec<String>,
+    warnings: Vec<String>,
     notes: Vec<String>,
 }
 
@@ -326,17 +428,64 @@ impl Findings {
             }
         }
     }
+
+    /// Keeps the warning or the problem of a check; its status.
+    fn take_verdict(&mut self, verdict: Verdict) -> Status {
+        match verdict {
+            Verdict::Pass => Status::Pass,
+            Verdict::Warn(warning) => {
+                self.warnings.push(warning);
+                Status::Warn
+            }
+            Verdict::Fail(problem) => {
+                self.problems.push(problem);
+                Status::Fail
+            }
+        }
+    }
 }
 
-/// A check made once for each app that declares the binary: it passes when it passed for
-/// every app, and is left out of the row when it was made for none.
+/// A check made once for each app that declares the binary: its worst status over the apps
+/// (a failure over a warning over a pass), and left out of the row when it was made for none.
 #[derive(Debug, Default)]
-struct PerApp(Option<bool>);
+struct PerApp(Option<Status>);
 
 impl PerApp {
-    fn add(&mut self, ok: bool) {
-        self.0 = Some(self.0.unwrap_or(true) && ok);
+    fn add(&mut self, status: Status) {
+        let rank = |s: Status| match s {
+            Status::Pass | Status::Skipped => 0,
+            Status::Warn => 1,
+            Status::Fail => 2,
+        };
+        self.0 = Some(match self.0 {
+            Some(seen) if rank(seen) >= rank(status) => seen,
+            _ => status,
+        });
     }
+
+    fn add_ok(&mut self, ok: bool) {
+        self.add(if ok { Status::Pass } else { Status::Fail });
+    }
+}
+
+/// What the row says of the types of the workers the binary was started as.
+fn served_notes(file: &str, served: &[Served]) -> Vec<String> {
+    if served.is_empty() {
+        return Vec::new();
+    }
+    let mut notes: Vec<String> = served
+        .iter()
+        .map(|s| {
+            format!(
+                "{file}: worker `{}` takes {} and answers {}",
+                s.name, s.request_type, s.response_type
+            )
+        })
+        .collect();
+    notes.push(format!(
+        "{file}: request/response types are checked by the handshake when the app starts the worker: verify cannot know which types an app uses"
+    ));
+    notes
 }
 
 /// Runs every check of entry `index` of the manifest, given what each listed file is
@@ -379,6 +528,7 @@ pub(super) fn check_entry(
     let mut requirement = PerApp::default();
     let mut build = PerApp::default();
     let mut protocol = PerApp::default();
+    let mut judged = false;
     for (app_index, app) in manifest.binaries.iter().enumerate() {
         let Some(req) = app.requires.get(&entry.binary) else {
             continue;
@@ -390,21 +540,32 @@ pub(super) fn check_entry(
             entry: app,
             live: lives[app_index].as_ref().and_then(|l| l.build.as_ref()),
         };
-        requirement.add(found.take(check_requirement(worker, app, req)));
-        if let Some(result) = check_build(worker, app) {
-            build.add(found.take(result));
+        let judgement = judge(worker, app, req);
+        judged = true;
+        requirement.add_ok(found.take(check_requirement(worker, app, &judgement)));
+        if let Some(verdict) = check_build(worker, app, &judgement) {
+            build.add(found.take_verdict(verdict));
         }
         if let Some(result) = check_protocol(worker, app) {
-            protocol.add(found.take(result));
+            protocol.add_ok(found.take(result));
         }
+    }
+    if let Some(live) = live {
+        found.notes.extend(served_notes(&entry.file, &live.served));
+    }
+    if judged {
+        found.notes.push(format!(
+            "{}: judged by the policy an app starts a declared worker binary with unless it chooses another in code: Compat::Semver of the requirement the app declares",
+            entry.file
+        ));
     }
     for (name, per_app) in [
         ("requirement", requirement),
         ("build", build),
         ("protocol", protocol),
     ] {
-        if let Some(ok) = per_app.0 {
-            found.checks.push(check(name, Some(ok)));
+        if let Some(status) = per_app.0 {
+            found.checks.push(Check { name, status });
         }
     }
 
@@ -419,7 +580,9 @@ pub(super) fn check_entry(
         checks: found.checks,
         passed: found.problems.is_empty(),
         problems: found.problems,
+        warnings: found.warnings,
         notes: found.notes,
+        workers: live.map(|l| l.served.clone()).unwrap_or_default(),
     }
 }
 
@@ -653,33 +816,49 @@ mod tests {
             build_id: Some("b2".to_owned()),
             ..first.clone()
         };
+        let started = |build: &Reported, request: &str| {
+            Ok(Start {
+                build: build.clone(),
+                request_type: request.to_owned(),
+                response_type: "u64".to_owned(),
+            })
+        };
+        let served = |name: &str, request: &str| Served {
+            name: name.to_owned(),
+            request_type: request.to_owned(),
+            response_type: "u64".to_owned(),
+        };
         let failed = || Err("the handshake timed out".to_owned());
         let failure = |name: &str| {
             format!("tool: starting worker `{name}` failed: the handshake timed out: redeploy tool from the staged build")
         };
         let cases = [
             (
-                "every start succeeds: the first identity is kept",
-                vec![("x", Ok(first.clone())), ("y", Ok(second.clone()))],
+                "every start succeeds: the first identity is kept, every worker's types",
+                vec![("x", started(&first, "X")), ("y", started(&second, "Y"))],
                 Some(&first),
+                vec![served("x", "X"), served("y", "Y")],
                 vec![],
             ),
             (
                 "the first fails: the next identity is kept",
-                vec![("x", failed()), ("y", Ok(second.clone()))],
+                vec![("x", failed()), ("y", started(&second, "Y"))],
                 Some(&second),
+                vec![served("y", "Y")],
                 vec![failure("x")],
             ),
             (
                 "every start fails",
                 vec![("x", failed()), ("y", failed())],
                 None,
+                vec![],
                 vec![failure("x"), failure("y")],
             ),
         ];
-        for (case, starts, expected_build, expected_failures) in cases {
+        for (case, starts, expected_build, expected_served, expected_failures) in cases {
             let live = Live::from_starts("tool", starts);
             assert_eq!(live.build.as_ref(), expected_build, "{case}");
+            assert_eq!(live.served, expected_served, "{case}");
             assert_eq!(live.failures, expected_failures, "{case}");
         }
     }
@@ -688,10 +867,11 @@ mod tests {
     fn check_live_passes_when_every_start_succeeded_and_is_skipped_without_one() {
         let ok = Live {
             build: Some(reported(&tool())),
-            failures: Vec::new(),
+            ..Live::default()
         };
         let failed = Live {
             build: None,
+            served: Vec::new(),
             failures: vec!["tool: starting worker `tool` failed".to_owned()],
         };
         assert_eq!(check_live(None), None);
@@ -809,6 +989,63 @@ mod tests {
     }
 
     #[test]
+    fn judge_uses_the_runtime_default_policy_and_leaves_the_protocol_to_its_own_check() {
+        let (app, tool) = (app(), tool());
+        let app_build = reported(&app);
+        let newer_protocol = Reported {
+            protocol: 2,
+            ..reported(&tool)
+        };
+        let cases = [
+            ("neither started, as staged", None, None, "^1.0", None),
+            (
+                "too new for the requirement",
+                None,
+                None,
+                "~1.1",
+                Some("the worker is newer than this app supports: update the app, or redeploy a worker matching ~1.1"),
+            ),
+            (
+                "another build id is no matter to Compat::Semver",
+                Some(Reported {
+                    build_id: Some("b9".to_owned()),
+                    ..reported(&tool)
+                }),
+                Some(&app_build),
+                "^1.0",
+                None,
+            ),
+            (
+                "another protocol is check_protocol's to report",
+                Some(newer_protocol),
+                Some(&app_build),
+                "^1.0",
+                None,
+            ),
+        ];
+        for (case, tool_live, app_live, requirement, expected) in cases {
+            let worker = Side {
+                entry: &tool,
+                live: tool_live.as_ref(),
+            };
+            let app = Side {
+                entry: &app,
+                live: app_live,
+            };
+            let judgement = judge(worker, app, &req(requirement));
+            assert_eq!(judgement.requirement, req(requirement), "{case}");
+            assert_eq!(
+                judgement.verdict,
+                expected.map_or(Ok(()), |fix| Err((
+                    MismatchKind::Requirement,
+                    fix.to_owned()
+                ))),
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
     fn check_requirement_takes_the_live_version_over_the_manifests() {
         let (app, tool) = (app(), tool());
         let app = Side {
@@ -825,19 +1062,20 @@ mod tests {
                 "staged too new",
                 None,
                 "~1.1",
-                Some("tool: is version 1.2.0, but app requires tool ~1.1: redeploy tool from app's build (a version matching ~1.1)"),
+                Some("tool: is version 1.2.0, but app requires tool ~1.1, so app refuses it at start: the worker is newer than this app supports: update the app, or redeploy a worker matching ~1.1"),
             ),
             (
                 "an older binary in its place",
                 Some(&old),
                 "^1.0",
-                Some("tool: is version 0.9.0, but app requires tool ^1.0: redeploy tool from app's build (a version matching ^1.0)"),
+                Some("tool: is version 0.9.0, but app requires tool ^1.0, so app refuses it at start: the worker is too old for this app: redeploy a worker matching ^1.0"),
             ),
         ];
         for (case, live, requirement, expected) in cases {
             let worker = Side { entry: &tool, live };
+            let judgement = judge(worker, app, &req(requirement));
             assert_eq!(
-                check_requirement(worker, app, &req(requirement)),
+                check_requirement(worker, app, &judgement),
                 result(expected),
                 "{case}"
             );
@@ -845,28 +1083,50 @@ mod tests {
     }
 
     #[test]
-    fn check_build_compares_the_build_ids_the_app_and_worker_carry() {
+    fn check_build_warns_of_another_build_the_app_accepts_and_fails_one_it_refuses() {
         let with_id = |id: Option<&str>, entry: Entry| Entry {
             build_id: id.map(str::to_owned),
             ..entry
         };
+        let accepted = |differs: &str| {
+            Verdict::Warn(format!(
+                "tool: {differs}, but app accepts it: it starts tool under the requirement it declares, ^1.0 (Compat::Semver, its default), which tool 1.2.0 matches. \
+                 Their request and response types are checked when app starts it; to be sure they agree, redeploy tool from the same build as app"
+            ))
+        };
         let cases = [
-            ("same build", Some("b1"), Some("b1"), Some(None)),
-            ("an app without a build id: nothing to compare", None, Some("b1"), None),
+            ("same build", "^1.0", Some("b1"), Some("b1"), Some(Verdict::Pass)),
+            ("an app without a build id: nothing to compare", "^1.0", None, Some("b1"), None),
             (
-                "another build",
+                "another build the app accepts",
+                "^1.0",
                 Some("b1"),
                 Some("b2"),
-                Some(Some("tool: built by another build (build id b2) than app (build id b1): redeploy tool from the same build as app")),
+                Some(accepted("built by another build (build id b2) than app (build id b1)")),
             ),
             (
-                "a worker without a build id",
+                "a worker without a build id the app accepts",
+                "^1.0",
                 Some("b1"),
                 None,
-                Some(Some("tool: carries no build id, but app comes from build b1: stamp tool with bincrew-build and redeploy it from the same build as app")),
+                Some(accepted("carries no build id, so nothing shows it comes from app's build (b1)")),
+            ),
+            (
+                "another build the app refuses",
+                "^2",
+                Some("b1"),
+                Some("b2"),
+                Some(Verdict::Fail("tool: built by another build (build id b2) than app (build id b1): redeploy tool from the same build as app".to_owned())),
+            ),
+            (
+                "a worker without a build id the app refuses",
+                "^2",
+                Some("b1"),
+                None,
+                Some(Verdict::Fail("tool: carries no build id, but app comes from build b1: stamp tool with bincrew-build and redeploy it from the same build as app".to_owned())),
             ),
         ];
-        for (case, app_id, tool_id, expected) in cases {
+        for (case, requirement, app_id, tool_id, expected) in cases {
             let (app, tool) = (with_id(app_id, app()), with_id(tool_id, tool()));
             let app = Side {
                 entry: &app,
@@ -876,13 +1136,15 @@ mod tests {
                 entry: &tool,
                 live: None,
             };
-            assert_eq!(check_build(worker, app), expected.map(result), "{case}");
+            let judgement = judge(worker, app, &req(requirement));
+            assert_eq!(check_build(worker, app, &judgement), expected, "{case}");
         }
 
         // What a started binary reported wins over the manifest.
         let (app, tool) = (app(), tool());
         let rebuilt = Reported {
             build_id: Some("b9".to_owned()),
+            version: version("2.0.0"),
             ..reported(&tool)
         };
         let worker = Side {
@@ -893,9 +1155,10 @@ mod tests {
             entry: &app,
             live: None,
         };
+        let judgement = judge(worker, app, &req("^1.0"));
         assert_eq!(
-            check_build(worker, app),
-            Some(Err("tool: built by another build (build id b9) than app (build id b1): redeploy tool from the same build as app".to_owned()))
+            check_build(worker, app, &judgement),
+            Some(Verdict::Fail("tool: built by another build (build id b9) than app (build id b1): redeploy tool from the same build as app".to_owned()))
         );
     }
 
@@ -970,6 +1233,15 @@ mod tests {
         let started = |entry: &Entry| {
             Some(Live {
                 build: Some(reported(entry)),
+                served: entry
+                    .serves
+                    .iter()
+                    .map(|name| Served {
+                        name: name.clone(),
+                        request_type: "alloc::string::String".to_owned(),
+                        response_type: "usize".to_owned(),
+                    })
+                    .collect(),
                 failures: Vec::new(),
             })
         };
@@ -993,6 +1265,23 @@ mod tests {
         assert_eq!(
             (row.version.as_deref(), row.build_id.as_deref()),
             (Some("1.2.0"), Some("b1"))
+        );
+        assert!(row.warnings.is_empty(), "{row:?}");
+        assert_eq!(
+            row.workers,
+            [Served {
+                name: "tool".to_owned(),
+                request_type: "alloc::string::String".to_owned(),
+                response_type: "usize".to_owned(),
+            }]
+        );
+        assert_eq!(
+            row.notes,
+            [
+                "tool: worker `tool` takes alloc::string::String and answers usize",
+                "tool: request/response types are checked by the handshake when the app starts the worker: verify cannot know which types an app uses",
+                "tool: judged by the policy an app starts a declared worker binary with unless it chooses another in code: Compat::Semver of the requirement the app declares",
+            ]
         );
         // The app is nobody's worker.
         let row = check_entry(&manifest, 0, &intact, &lives, dir);
@@ -1024,7 +1313,7 @@ mod tests {
             started(&app()),
             Some(Live {
                 build: Some(old),
-                failures: Vec::new(),
+                ..Live::default()
             }),
         ];
         let row = check_entry(&manifest, 1, &states, &lives, dir);
@@ -1058,6 +1347,35 @@ mod tests {
             (Some("0.9.0"), Some("b0"))
         );
 
+        // A deployment that records a worker from another build, which the app accepts: the
+        // row passes with a warning that says why.
+        let patched = Entry {
+            version: version("1.2.5"),
+            build_id: Some("b2".to_owned()),
+            ..tool()
+        };
+        let mixed = self::manifest(vec![app(), patched.clone()]);
+        let lives = [started(&app()), started(&patched)];
+        let row = check_entry(&mixed, 1, &intact, &lives, dir);
+        assert!(row.passed, "{row:?}");
+        assert_eq!(
+            statuses(&row),
+            [
+                ("file", Status::Pass),
+                ("live", Status::Pass),
+                ("identity", Status::Pass),
+                ("requirement", Status::Pass),
+                ("build", Status::Warn),
+                ("protocol", Status::Pass),
+            ]
+        );
+        assert!(row.problems.is_empty(), "{row:?}");
+        assert_eq!(row.warnings.len(), 1, "{row:?}");
+        assert!(
+            row.warnings[0].starts_with("tool: built by another build (build id b2) than app (build id b1), but app accepts it"),
+            "{row:?}"
+        );
+
         // Swapped, so not started: only the file is checked.
         let states = [FileState::Intact, FileState::Swapped("app".to_owned())];
         let lives = [started(&app()), None];
@@ -1074,6 +1392,7 @@ mod tests {
             started(&app()),
             Some(Live {
                 build: None,
+                served: Vec::new(),
                 failures: vec!["tool: starting worker `tool` failed: it crashed".to_owned()],
             }),
         ];

@@ -13,6 +13,9 @@
 //! header claims a 1 TiB message. `MISBEHAVE_SLOW_PANIC=1` makes a panic take half a second to
 //! report, releasing every `WaitFor` meanwhile. `MISBEHAVE_SQUAT=1` first starts a
 //! copy of itself that connects to the handshake server and sends nothing, then serves.
+//!
+//! For containment tests it also allocates without end, leaks a fixed amount per request, spins
+//! the CPU, and starts a grandchild process.
 
 use bincrew::{IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize};
@@ -87,6 +90,25 @@ pub enum Request {
     /// Segfault if this file does not exist (creating it first), else answer `survived`: a
     /// request that crashes its first worker only.
     CrashOnce(std::path::PathBuf),
+    /// Allocate without end, 1 MiB at a time, touching every page so that the resident memory
+    /// grows: what a decompression bomb does. Never answers.
+    AllocateForever,
+    /// Leak this many bytes (touched, so resident), then answer with the bytes leaked so far.
+    Leak(u64),
+    /// Spin on the CPU without end, ignoring cancellation. Never answers.
+    Spin,
+    /// Spin on the CPU for this many milliseconds (of wall time: at most as much CPU time), then
+    /// answer `burnt`.
+    Burn {
+        /// How long.
+        ms: u64,
+    },
+    /// Start a child process (this binary, `hog`) that touches this many MiB and then sleeps;
+    /// answer with its pid once it holds them.
+    ChildHog(u64),
+    /// Start `sleep 1000` as a child of the worker (a grandchild of the app), without waiting
+    /// for it, and answer with its pid.
+    Grandchild,
 }
 
 /// What it answers.

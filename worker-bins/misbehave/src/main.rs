@@ -14,6 +14,8 @@ use misbehave::{Request, Response, WORKER};
 static RELEASED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 /// How many `Busy` requests saw their cancellation.
 static CANCELLED: AtomicU64 = AtomicU64::new(0);
+/// How many bytes `Leak` requests leaked.
+static LEAKED: AtomicU64 = AtomicU64::new(0);
 static RELEASE: Condvar = Condvar::new();
 /// Set by the slow panic hook: every `WaitFor` is released.
 static RELEASE_ALL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -127,6 +129,67 @@ fn handle(args: RequestArgs<Request>) -> Response {
             }
             Response::Text("finished".into())
         }
+        Request::AllocateForever => {
+            let mut held: Vec<Vec<u8>> = Vec::new();
+            loop {
+                held.push(touched(1 << 20));
+                std::hint::black_box(&held);
+            }
+        }
+        Request::Leak(bytes) => {
+            let leaked = touched(usize::try_from(bytes).unwrap_or(usize::MAX));
+            std::mem::forget(std::hint::black_box(leaked));
+            Response::Number(LEAKED.fetch_add(bytes, Ordering::Relaxed) + bytes)
+        }
+        Request::Spin => {
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        Request::Burn { ms } => {
+            let until = Instant::now() + Duration::from_millis(ms);
+            let mut x = 0u64;
+            while Instant::now() < until {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            Response::Text("burnt".into())
+        }
+        Request::ChildHog(mib) => {
+            use std::io::BufRead;
+            let child = std::process::Command::new(std::env::current_exe().unwrap_or_default())
+                .arg("hog")
+                .arg(mib.to_string())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .spawn();
+            match child {
+                Ok(mut child) => {
+                    let pid = child.id();
+                    let mut line = String::new();
+                    if let Some(out) = child.stdout.take() {
+                        let _ = std::io::BufReader::new(out).read_line(&mut line);
+                    }
+                    std::mem::forget(child);
+                    Response::Number(u64::from(pid))
+                }
+                Err(e) => Response::Text(format!("cannot start the hog: {e}")),
+            }
+        }
+        Request::Grandchild => match std::process::Command::new("sleep")
+            .arg("1000")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(child) => {
+                let pid = child.id();
+                // Never waited for: it lives until something kills it.
+                std::mem::forget(child);
+                Response::Number(u64::from(pid))
+            }
+            Err(e) => Response::Text(format!("cannot start sleep: {e}")),
+        },
         Request::Allocate(bytes) => {
             let mut block = vec![0u8; usize::try_from(bytes).unwrap_or(usize::MAX)];
             let len = block.len();
@@ -136,6 +199,15 @@ fn handle(args: RequestArgs<Request>) -> Response {
             Response::Number(std::hint::black_box(block).len() as u64)
         }
     }
+}
+
+/// A buffer of `bytes` with every page written, so that it is resident.
+fn touched(bytes: usize) -> Vec<u8> {
+    let mut block = vec![0u8; bytes];
+    for i in (0..bytes).step_by(4096) {
+        block[i] = 1;
+    }
+    block
 }
 
 fn recurse(n: u64) -> u64 {
@@ -184,10 +256,15 @@ fn misbehave_before_serving() {
         }));
     }
     if std::env::var_os("MISBEHAVE_SQUAT").is_some() {
-        let squatter = std::process::Command::new(std::env::current_exe().unwrap_or_default())
+        // In a process group of its own: another process, which the worker's death (its group
+        // is killed with it) does not take along.
+        let mut squatter = std::process::Command::new(std::env::current_exe().unwrap_or_default());
+        squatter
             .env("MISBEHAVE_SQUATTER", "1")
-            .env_remove("MISBEHAVE_SQUAT")
-            .spawn();
+            .env_remove("MISBEHAVE_SQUAT");
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut squatter, 0);
+        let squatter = squatter.spawn();
         if squatter.is_ok() {
             // Let it connect first.
             std::thread::sleep(Duration::from_millis(300));
@@ -247,6 +324,19 @@ fn main() {
             std::env::args().nth(3).as_deref() == Some("--search-path"),
         ),
         "count-sockets" => println!("{}", count_sockets()),
+        "core-limits" => core_limits(),
+        "memory-limit" => memory_limit(),
+        "hog" => {
+            let mib: usize = std::env::args()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let held = touched(mib << 20);
+            println!("holding {mib} MiB");
+            let _ = std::io::stdout().flush();
+            std::thread::sleep(Duration::from_secs(1000));
+            drop(held);
+        }
         "flood-stderr" => flood_stderr(),
         "timer-residue" => timer_residue(
             std::env::args()
@@ -267,6 +357,87 @@ fn main() {
         _ => {
             eprintln!("misbehave is a bincrew worker binary: its app starts it (or run it with selfspawn, hold, start-silent, upgrade-check or soak)");
             std::process::exit(2);
+        }
+    }
+}
+
+/// The resident memory of this process, from `/proc/self/statm`.
+fn own_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// An app that starts a worker with a 256 MiB memory limit, has it allocate without end, and
+/// prints the mechanism, the crash report's limit and the report, its own resident memory before
+/// and after, and whether a new worker then serves.
+fn memory_limit() {
+    let builder = || {
+        Worker::<Request, Response>::builder(WORKER)
+            .forward_stderr(false)
+            .memory_limit(256 << 20)
+    };
+    let before = own_rss();
+    let worker = match builder().start_blocking() {
+        Ok(worker) => worker,
+        Err(e) => {
+            println!("start failed: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("mechanism {:?}", worker.memory_mechanism());
+    match worker.run_blocking(Request::AllocateForever) {
+        Err(bincrew::RunError::Crashed(report)) => {
+            println!("limit {:?}", report.limit);
+            println!("report {report}");
+        }
+        other => println!("unexpected {other:?}"),
+    }
+    println!("app-rss-before {before}");
+    println!("app-rss-after {}", own_rss());
+    let again = builder()
+        .start_blocking()
+        .map_err(|e| e.to_string())
+        .and_then(|w| {
+            w.run_blocking(Request::Echo("ok".into()))
+                .map_err(|e| e.to_string())
+        });
+    println!("a new worker answers {again:?}");
+}
+
+/// An app that raises its own soft core dump limit to its hard limit, starts a worker with the
+/// default settings and one with `core_dumps(true)`, and prints the soft core dump limit of each
+/// (`app`, `default`, `allowed`), as `/proc/<pid>/limits` shows it.
+fn core_limits() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit and setrlimit with a valid rlimit.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_CORE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_CORE, &limit);
+    }
+    let soft = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/limits"))
+            .ok()
+            .and_then(|limits| {
+                limits
+                    .lines()
+                    .find(|l| l.starts_with("Max core file size"))
+                    .and_then(|l| l.split_whitespace().nth(4).map(str::to_owned))
+            })
+            .unwrap_or_else(|| "unknown".into())
+    };
+    println!("app {}", soft(std::process::id()));
+    for (label, allow) in [("default", None), ("allowed", Some(true))] {
+        let mut builder = Worker::<Request, Response>::builder(WORKER).forward_stderr(false);
+        if let Some(allow) = allow {
+            builder = builder.core_dumps(allow);
+        }
+        match builder.start_blocking() {
+            Ok(worker) => println!("{label} {}", soft(worker.id())),
+            Err(e) => println!("{label} start failed: {e}"),
         }
     }
 }
@@ -557,6 +728,61 @@ fn cycle() {
     }
 }
 
+/// A pool of two workers under a memory limit, recycled every 100 requests, rolled twice while
+/// it serves `requests` requests, and one worker killed by its memory limit and restarted; what
+/// it saw.
+fn containment_phase(requests: usize) -> String {
+    let fail = |what: String| -> ! {
+        println!("soak: {what}");
+        std::process::exit(1)
+    };
+    let pool = bincrew::WorkerPool::<Request, Response>::builder(WORKER)
+        .size(2)
+        .configure(|w| {
+            w.forward_stderr(false)
+                .memory_limit(256 << 20)
+                .recycle_after_requests(100)
+        })
+        .start_blocking()
+        .unwrap_or_else(|e| fail(format!("containment pool start failed: {e}")));
+    let mut done = 0;
+    while done < requests {
+        let window = (requests - done).min(100);
+        let replies: Vec<_> = (0..window)
+            .map(|_| pool.run(Request::Echo(String::new())))
+            .collect();
+        if done % 2000 == 0 {
+            if let Err(e) = pool.roll_blocking() {
+                fail(format!("a roll failed: {e}"));
+            }
+        }
+        for reply in replies {
+            if let Err(e) = reply.wait() {
+                fail(format!("a request failed while recycling or rolling: {e}"));
+            }
+        }
+        done += window;
+    }
+    match pool.run_blocking(Request::AllocateForever) {
+        Err(bincrew::RunError::Crashed(report)) if report.limit.is_some() => {}
+        other => fail(format!(
+            "the memory limit did not stop the worker: {other:?}"
+        )),
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool.stats().workers < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = pool.stats();
+    if let Err(e) = pool.shutdown_blocking() {
+        fail(format!("containment pool shutdown failed: {e}"));
+    }
+    format!(
+        "containment: {requests} requests, {} recycles, {} rolls, {} limit kills, {} restarts",
+        stats.recycles, stats.rolls, stats.limit_kills, stats.restarts
+    )
+}
+
 /// Start, crash and restart `cycles` times, then `requests` requests through a two-worker pool,
 /// counting file descriptors, threads and child processes before and after.
 fn soak(cycles: usize, requests: usize) {
@@ -564,6 +790,17 @@ fn soak(cycles: usize, requests: usize) {
     // reaper, stderr) for good; reader and writer threads end a moment after their worker.
     cycle();
     let _ = frozen_phase(100);
+    // A worker under a memory limit starts the memory watcher (when the limit is watched), and
+    // one started off the main thread the spawner thread, as recycling and restarts do.
+    let _ = std::thread::spawn(|| {
+        drop(
+            Worker::<Request, Response>::builder(WORKER)
+                .forward_stderr(false)
+                .memory_limit(1 << 30)
+                .start_blocking(),
+        )
+    })
+    .join();
     let settle = Instant::now() + Duration::from_secs(5);
     let mut before = resources();
     loop {
@@ -610,6 +847,7 @@ fn soak(cycles: usize, requests: usize) {
     }
     drop(pool);
     let lateness = frozen_phase(1000);
+    let contained = containment_phase(requests.min(5000));
 
     // Reader and stderr threads end a moment after their worker: let them.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -635,6 +873,7 @@ fn soak(cycles: usize, requests: usize) {
         "frozen worker: 1000 requests with timeouts settled while another worker answered; worst lateness of a timeout {:.1} ms",
         lateness.as_secs_f64() * 1000.0
     );
+    println!("{contained}");
     println!("fds: {} before, {} after", before.0, after.0);
     println!("threads: {} before, {} after", before.1, after.1);
     println!("children: {} before, {} after", before.2, after.2);
