@@ -2,7 +2,7 @@
 //! here an untagged enum and `serde_json::Value`.
 //!
 //! ```sh
-//! cargo run --example json
+//! cargo run --example json --features json
 //! ```
 //!
 //! bincrew's own encoding (postcard) writes no field names or type tags, so `#[serde(untagged)]`,

@@ -25,7 +25,8 @@ pub(crate) const NAME: &str = "bincrew::Json";
 /// message is checked when it is decoded. A type that holds a `Json` inside other fields is
 /// compared by name (see the crate docs, "What the handshake compares").
 ///
-/// Requires the `json` feature (on by default).
+/// Requires the `json` feature (off by default, to keep builds lean: it adds `serde_json`):
+/// `bincrew = { version = "0.1", features = ["json"] }`.
 ///
 /// ```no_run
 /// use bincrew::{Json, RequestArgs, Worker};

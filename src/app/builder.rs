@@ -620,6 +620,7 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
             &spec.name,
             *connected,
             Settings {
+                worker_types: (String::new(), String::new()),
                 shutdown_grace: self.shutdown_grace,
                 max_batch: self.max_batch,
                 kill_after_timeout: self.kill_after_timeout,

@@ -31,6 +31,7 @@ use super::timer::{self, TimerKey};
 use crate::error::{RunError, WorkerCrashError};
 use crate::process::Process;
 use crate::sync::lock;
+use crate::wire::codec;
 use crate::wire::messages::{Answer, Control, Job, RequestBatch};
 use crate::wire::transport::{take_encode_failures, FramedRef, Sent, Socket};
 use crate::IpcValue;
@@ -44,6 +45,9 @@ pub(crate) struct Settings {
     pub(crate) max_pending: Option<usize>,
     /// The largest message, or shared memory in one, accepted from the worker.
     pub(crate) max_message: usize,
+    /// The worker's request and response types, by name (from its hello), for the errors of
+    /// values the worker could not decode or encode.
+    pub(crate) worker_types: (String, String),
 }
 
 pub(crate) struct Connection<I, O> {
@@ -273,7 +277,7 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
             }
             pending.slot.complete(Err(RunError::RequestEncode {
                 worker: self.process.name.clone(),
-                type_name: std::any::type_name::<I>().to_owned(),
+                type_name: codec::shown(std::any::type_name::<I>()),
                 reason,
             }));
         }
@@ -346,17 +350,17 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
                 Answer::Done { response, .. } => Ok(response),
                 Answer::EncodeFailed { reason, .. } => Err(RunError::ResponseEncode {
                     worker: self.process.name.clone(),
-                    type_name: std::any::type_name::<O>().to_owned(),
+                    type_name: codec::shown(&self.settings.worker_types.1),
                     reason,
                 }),
                 Answer::DecodeFailed { reason, .. } => Err(RunError::RequestDecode {
                     worker: self.process.name.clone(),
-                    type_name: std::any::type_name::<I>().to_owned(),
+                    type_name: codec::shown(&self.settings.worker_types.0),
                     reason,
                 }),
                 Answer::Undecodable { reason, .. } => Err(RunError::ResponseDecode {
                     worker: self.process.name.clone(),
-                    type_name: std::any::type_name::<O>().to_owned(),
+                    type_name: codec::shown(std::any::type_name::<O>()),
                     reason,
                 }),
                 // Only requests the app gave up on are cancelled: they are no longer pending.

@@ -105,6 +105,13 @@ pub(super) fn open<I: IpcValue, O: IpcValue>(
     connected: Connected,
     settings: Settings,
 ) -> Result<Arc<Connection<I, O>>, StartError> {
+    let settings = Settings {
+        worker_types: (
+            connected.hello.request_type.clone(),
+            connected.hello.response_type.clone(),
+        ),
+        ..settings
+    };
     let pid = connected.process.pid();
     let channels = Channels {
         turns_socket: Socket::find(&connected.receiver, pid),

@@ -198,8 +198,8 @@ impl Handshake<'_> {
                 return Err(StartError::TypeMismatch {
                     worker: spec.name.clone(),
                     side,
-                    app_type: traced.type_name.to_owned(),
-                    worker_type: worker_type.clone(),
+                    app_type: crate::wire::codec::shown(traced.type_name),
+                    worker_type: crate::wire::codec::shown(worker_type),
                     difference,
                 });
             }

@@ -2,6 +2,11 @@
 //! and a hint when the type uses serde features that a format without field names or type tags
 //! cannot carry.
 
+/// A type's name as users write it: bincrew's own types by their public paths.
+pub(crate) fn shown(type_name: &str) -> String {
+    type_name.replace("bincrew::json::Json", "bincrew::Json")
+}
+
 /// The hint for a payload that decoded from fewer bytes than it has.
 pub(crate) const LEFT_OVER_HINT: &str = ": the type read fewer fields than were written (a field \
     skipped with `skip_serializing_if` or `skip_deserializing`, or another definition of the \

@@ -23,7 +23,6 @@ use crate::wire::transport::{
 /// The worker's second message, sent right after a hello with `Status::Ready`: the sending ends
 /// of the two channels the worker reads. It keeps no copy of either, so it sees them close when
 /// the app goes away.
-#[derive(Serialize, Deserialize)]
 pub(crate) struct Ready {
     /// An `IpcSender<FramedRef<[(u64, Job<I>)]>>`: requests, in the order they were made.
     pub(crate) requests: OpaqueIpcSender,
@@ -47,13 +46,73 @@ pub(crate) enum Job<I> {
 pub(crate) type RequestBatch<'a, I> = FramedRef<'a, [(u64, Job<I>)]>;
 
 /// One item of the control channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Control {
     /// The app gave up on request `id`: drop it if queued, signal its handler if running.
     Cancel(u64),
     /// Take no requests after the [`Job::End`] that follows, answer those in flight, exit with
     /// code 0.
     Shutdown,
+}
+
+// `Ready` and `Control` are encoded as serde's derive would (a struct as its fields in order,
+// an enum as its variant index and contents), by hand: bincrew does not make serde build its
+// derive macros for an app that does not use them.
+
+impl Serialize for Ready {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (&self.requests, &self.control).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ready {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (requests, control) = <(OpaqueIpcSender, OpaqueIpcSender)>::deserialize(deserializer)?;
+        Ok(Ready { requests, control })
+    }
+}
+
+const CONTROL_VARIANTS: &[&str] = &["Cancel", "Shutdown"];
+
+impl Serialize for Control {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Control::Cancel(id) => serializer.serialize_newtype_variant("Control", 0, "Cancel", id),
+            Control::Shutdown => serializer.serialize_unit_variant("Control", 1, "Shutdown"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Control {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ControlVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for ControlVisitor {
+            type Value = Control;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a control message")
+            }
+
+            fn visit_enum<A: serde::de::EnumAccess<'de>>(
+                self,
+                data: A,
+            ) -> Result<Control, A::Error> {
+                use serde::de::{Error, Unexpected, VariantAccess};
+                let (index, variant): (u32, _) = data.variant()?;
+                match index {
+                    0 => variant.newtype_variant().map(Control::Cancel),
+                    1 => variant.unit_variant().map(|()| Control::Shutdown),
+                    n => Err(A::Error::invalid_value(
+                        Unexpected::Unsigned(n.into()),
+                        &"variant 0 (Cancel) or 1 (Shutdown)",
+                    )),
+                }
+            }
+        }
+
+        deserializer.deserialize_enum("Control", CONTROL_VARIANTS, ControlVisitor)
+    }
 }
 
 /// One answer.
@@ -654,5 +713,26 @@ mod tests {
         assert!(message.direct_len().is_some());
         let direct = postcard::to_stdvec(&FramedRef(&message)).expect("encodes");
         assert_eq!(direct, buffered(&message));
+    }
+
+    #[test]
+    fn control_and_ready_encode_as_serde_derives_them() {
+        #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+        enum Derived {
+            Cancel(u64),
+            Shutdown,
+        }
+        for (control, derived) in [
+            (Control::Cancel(300), Derived::Cancel(300)),
+            (Control::Shutdown, Derived::Shutdown),
+        ] {
+            let bytes = postcard::to_stdvec(&control).expect("encodes");
+            assert_eq!(bytes, postcard::to_stdvec(&derived).expect("encodes"));
+            assert_eq!(
+                postcard::from_bytes::<Control>(&bytes).expect("decodes"),
+                control
+            );
+        }
+        assert!(postcard::from_bytes::<Control>(&[2]).is_err());
     }
 }
