@@ -1292,6 +1292,9 @@ pub(crate) fn compare(
     }
 }
 
+/// How deep the comparison follows nested types.
+const MAX_COMPARE_DEPTH: usize = 512;
+
 /// Where two shapes first differ, and how, in words. `app` and `worker` name the two sides.
 pub(crate) fn first_difference(app: &TypeShape, worker: &TypeShape) -> Option<String> {
     let mut cmp = Compare {
@@ -1346,6 +1349,13 @@ impl Compare<'_> {
     }
 
     fn nested(&mut self, step: String, a: &Shape, b: &Shape) -> Option<String> {
+        if self.path.len() >= MAX_COMPARE_DEPTH {
+            // A worker's shape is its own text: a chain of types as long as it likes must not
+            // take the app's stack.
+            return Some(format!(
+                "the types nest more than {MAX_COMPARE_DEPTH} levels deep, too deep to compare"
+            ));
+        }
         self.path.push(step);
         let found = self.shape(a, b);
         if found.is_none() {
@@ -1379,6 +1389,11 @@ impl Compare<'_> {
     fn named(&mut self, i: usize, j: usize) -> Option<String> {
         if !self.seen.insert((i, j)) {
             return None;
+        }
+        if self.path.len() >= MAX_COMPARE_DEPTH {
+            return Some(format!(
+                "the types nest more than {MAX_COMPARE_DEPTH} levels deep, too deep to compare"
+            ));
         }
         let (Some(da), Some(db)) = (self.app.defs.get(i), self.worker.defs.get(j)) else {
             return Some("a type shape refers to a type it does not describe".into());
@@ -1633,6 +1648,26 @@ mod tests {
             Some("variant `C` of `Mode` is in the worker's type, not in the app's")
         );
         assert_eq!(diff("#0;eE{A(#0)|B}", "#0;eE{A(#0)|B}"), None);
+    }
+
+    #[test]
+    fn a_hostile_chain_of_types_is_compared_without_exhausting_the_stack() {
+        // 200,000 newtypes, each holding the next: parsed (each is shallow), then compared.
+        let n = 200_000;
+        let mut text = String::from("#0");
+        for i in 0..n {
+            text.push_str(&format!(
+                ";nT({})",
+                if i + 1 < n {
+                    format!("#{}", i + 1)
+                } else {
+                    "u8".into()
+                }
+            ));
+        }
+        let worker = TypeShape::decode(&text).expect("parses");
+        let diff = first_difference(&worker, &worker).expect("refused");
+        assert!(diff.contains("too deep to compare"), "{diff}");
     }
 
     #[test]
