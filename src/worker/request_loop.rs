@@ -468,15 +468,18 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
             queued.min(self.parallelism + 1)
         };
         self.wake(wake);
+        // Requests that did not decode are answered at once (the others run), and before a
+        // drained worker may exit.
+        if !undecodable.is_empty() {
+            for answer in undecodable {
+                self.outbox.push(answer);
+            }
+            self.outbox.flush(|batch| self.send_answers(batch));
+        }
         if drained {
             self.signal_drained();
         }
-        // Requests that did not decode are answered at once; the others run.
-        for answer in undecodable {
-            self.outbox.push(answer);
-        }
         self.answer_cancelled(dropped);
-        self.outbox.flush(|batch| self.send_answers(batch));
     }
 
     /// Tells the app that these requests were dropped before they started.

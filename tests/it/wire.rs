@@ -430,3 +430,19 @@ fn async_handlers_run_in_a_tokio_runtime_when_asked() {
         assert_eq!(reply.wait().expect("answered"), Ok(format!("PING {i}")));
     }
 }
+
+#[test]
+fn a_request_that_does_not_decode_is_answered_before_a_shutdown_ends_the_worker() {
+    for _ in 0..5 {
+        let worker = wirecheck::<Picky, Picky>("picky");
+        // Queued, then sent in one message with the shutdown's end marker behind it.
+        let bad = worker.run(Picky(7));
+        let good = worker.run(Picky(8));
+        worker.shutdown_blocking().expect("clean exit");
+        assert!(
+            matches!(bad.wait(), Err(RunError::RequestDecode { .. })),
+            "the bad request's own error"
+        );
+        assert_eq!(good.wait().expect("answered"), Picky(8));
+    }
+}
