@@ -180,11 +180,25 @@ pub(crate) fn of<T: for<'de> serde::Deserialize<'de> + 'static>() -> Arc<Traced>
 }
 
 /// Whether `T` could be traced, which also says that it carries no IPC handles.
+///
+/// Asked for each message sent: answered from a cache of this thread's once the type was traced,
+/// without the process-wide lock.
 pub(crate) fn traceable<T: ?Sized + 'static>() -> bool {
+    thread_local! {
+        static KNOWN: std::cell::RefCell<HashMap<TypeId, bool>> =
+            std::cell::RefCell::new(HashMap::new());
+    }
+    let id = TypeId::of::<T>();
+    if let Some(known) = KNOWN.with(|k| k.borrow().get(&id).copied()) {
+        return known;
+    }
     let cache = CACHE.get_or_init(Default::default);
-    crate::sync::lock(cache)
-        .get(&TypeId::of::<T>())
-        .is_some_and(|t| t.shape.is_ok())
+    let traced = crate::sync::lock(cache).get(&id).map(|t| t.shape.is_ok());
+    // Only a type already traced has a final answer.
+    if let Some(known) = traced {
+        KNOWN.with(|k| k.borrow_mut().insert(id, known));
+    }
+    traced.unwrap_or(false)
 }
 
 /// Traced types, by `TypeId`.
