@@ -29,7 +29,7 @@
 //! | `Option<T>`, `Vec<T>`, `HashSet<T>`, `[T; N]`, tuples | shape |
 //! | `HashMap<K, V>`, `BTreeMap<K, V>` | shape |
 //! | a type nested in any of these, or recursive (`Box<Self>` in an enum or an `Option`, `Vec<Self>`) | shape |
-//! | [`Json<T>`] as the whole request or response | shape: JSON data, whatever `T` (checked per message) |
+//! | `Json<T>` (feature `json`) as the whole request or response | shape: JSON data, whatever `T` (checked per message) |
 //! | a `Deserialize` written by hand that refuses the tracer's smallest values | name, with a warning |
 //! | an untagged or internally tagged enum, `flatten`, `serde_json::Value` (outside `Json`) | name, with a warning |
 //! | IPC channels, [`IpcSharedMemory`] or [`SharedBuffer`] anywhere inside | name, with a warning |
@@ -90,9 +90,9 @@
 //! - **A request is sent when its reply is first polled or waited on** (with everything queued
 //!   by then, which is what batches requests). A reply dropped before that never sends it.
 //! - **Async handlers do not run inside a Tokio runtime** unless the worker asks for one with
-//!   [`Workers::tokio`] (feature `tokio`); otherwise Tokio's timers and I/O panic in them.
+//!   `Workers::tokio` (feature `tokio`); otherwise Tokio's timers and I/O panic in them.
 //! - **The encoding is not self-describing**: untagged and internally tagged enums, `flatten`,
-//!   `skip_serializing_if` and `serde_json::Value` need [`Json`]. Types the handshake cannot
+//!   `skip_serializing_if` and `serde_json::Value` need `bincrew::Json` (feature `json`). Types the handshake cannot
 //!   trace are compared by name only (see "What the handshake compares").
 //! - **A panic ends the worker process**, failing every request in flight with the panic's
 //!   message: state shared with code that panicked cannot be trusted. Use a pool to get a new
@@ -166,8 +166,8 @@ pub use ipc_channel::ipc::{
 ///
 /// The encoding (postcard) is compact and fast but not self-describing, so `#[serde(untagged)]`,
 /// internally tagged enums, `flatten`, `skip_serializing_if` and `serde_json::Value` do not
-/// round-trip in it: carry such types in [`Json`] (see "What the handshake compares" for what
-/// the handshake checks of each kind of type).
+/// round-trip in it: carry such types in `bincrew::Json` (feature `json`). See "What the
+/// handshake compares" for what the handshake checks of each kind of type.
 ///
 /// Mark byte fields `#[serde(with = "serde_bytes")]` (the `serde_bytes` crate): serde otherwise
 /// encodes a `Vec<u8>` element by element. Large messages travel through shared memory by
