@@ -5,6 +5,7 @@
 //! cargo bench --bench overhead                    # the tables
 //! cargo bench --bench overhead -- --json out.json # the tables, and the same data as JSON
 //! cargo bench --bench overhead -- --quick         # a short run, to check that it works
+//! cargo bench --bench overhead -- --only round_trip,pipelined_100 --placement one-cpu
 //! ```
 //!
 //! (cargo runs benchmarks in the package's root directory, so a relative JSON path is taken
@@ -155,6 +156,10 @@ fn main() {
 
     let mut results = Vec::new();
     for placement in &placements {
+        if !options.placements.is_empty() && !options.placements.iter().any(|p| p == placement.name)
+        {
+            continue;
+        }
         if let Some(reason) = &placement.skipped {
             eprintln!("overhead: placement {}: skipped, {reason}", placement.name);
             continue;
@@ -172,27 +177,44 @@ fn main() {
             placement,
         };
         let mut rows = Vec::new();
-        watch_load(&mut rows, || vec![bench_start(&bench)]);
-        watch_load(&mut rows, || bench_round_trip(&bench));
-        watch_load(&mut rows, || {
-            bench_pipelined(&bench, FEW_IN_FLIGHT, plan.few_batches, 0.8)
-        });
-        watch_load(&mut rows, || {
-            bench_pipelined(&bench, MANY_IN_FLIGHT, plan.many_batches, 0.5)
-        });
-        watch_load(&mut rows, || {
-            vec![bench_bytes(
-                &bench,
-                SMALL_BYTES,
-                plan.small_rounds,
-                Some(1.02),
-            )]
-        });
-        watch_load(&mut rows, || {
-            vec![bench_bytes(&bench, LARGE_BYTES, plan.large_rounds, None)]
-        });
-        watch_load(&mut rows, || bench_blob(&bench));
-        watch_load(&mut rows, || vec![bench_pool(&bench)]);
+        let runs = |case: &str| options.runs(case);
+        if runs("start") {
+            watch_load(&mut rows, || vec![bench_start(&bench)]);
+        }
+        if runs("round_trip") {
+            watch_load(&mut rows, || bench_round_trip(&bench));
+        }
+        if runs(&format!("pipelined_{FEW_IN_FLIGHT}")) {
+            watch_load(&mut rows, || {
+                bench_pipelined(&bench, FEW_IN_FLIGHT, plan.few_batches, 0.8)
+            });
+        }
+        if runs(&format!("pipelined_{MANY_IN_FLIGHT}")) {
+            watch_load(&mut rows, || {
+                bench_pipelined(&bench, MANY_IN_FLIGHT, plan.many_batches, 0.5)
+            });
+        }
+        if runs(&format!("bytes_{}k", SMALL_BYTES >> 10)) {
+            watch_load(&mut rows, || {
+                vec![bench_bytes(
+                    &bench,
+                    SMALL_BYTES,
+                    plan.small_rounds,
+                    Some(1.02),
+                )]
+            });
+        }
+        if runs(&format!("bytes_{}k", LARGE_BYTES >> 10)) {
+            watch_load(&mut rows, || {
+                vec![bench_bytes(&bench, LARGE_BYTES, plan.large_rounds, None)]
+            });
+        }
+        if runs("blob") || runs("shared_buffer") {
+            watch_load(&mut rows, || bench_blob(&bench));
+        }
+        if runs("pool") {
+            watch_load(&mut rows, || vec![bench_pool(&bench)]);
+        }
         results.push(Measured { placement, rows });
     }
 
@@ -213,6 +235,17 @@ fn main() {
 struct Options {
     quick: bool,
     json: Option<std::path::PathBuf>,
+    /// Only the cases whose names contain one of these (all when empty).
+    only: Vec<String>,
+    /// Only the placements named here (all when empty).
+    placements: Vec<String>,
+}
+
+impl Options {
+    /// Whether case `name` runs.
+    fn runs(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| name.contains(o.as_str()))
+    }
 }
 
 impl Options {
@@ -220,6 +253,8 @@ impl Options {
         let mut options = Options {
             quick: false,
             json: None,
+            only: Vec::new(),
+            placements: Vec::new(),
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -228,6 +263,16 @@ impl Options {
                 "--json" => match args.next() {
                     Some(path) => options.json = Some(path.into()),
                     None => usage("--json needs a file name"),
+                },
+                "--only" => match args.next() {
+                    Some(cases) => options.only.extend(cases.split(',').map(str::to_owned)),
+                    None => usage("--only needs case names (start,round_trip,pipelined_100,...)"),
+                },
+                "--placement" => match args.next() {
+                    Some(names) => options
+                        .placements
+                        .extend(names.split(',').map(str::to_owned)),
+                    None => usage("--placement needs placement names (one-cpu,two-cpus,free)"),
                 },
                 // `cargo bench` passes `--bench` to every bench target.
                 "--bench" => {}
@@ -240,7 +285,8 @@ impl Options {
 
 fn usage(problem: &str) -> ! {
     eprintln!(
-        "overhead: {problem}\nusage: cargo bench --bench overhead -- [--quick] [--json FILE]"
+        "overhead: {problem}\nusage: cargo bench --bench overhead -- [--quick] [--json FILE] \
+         [--only CASE,...] [--placement NAME,...]"
     );
     std::process::exit(2)
 }
