@@ -164,9 +164,13 @@ impl<T> Lane<T> {
                 // Cleared under the same lock that saw the queue empty: an item pushed after
                 // this is flushed by its own pusher, never left behind.
                 state.sending = false;
+                // A writer may wait for this send to end; without one, nobody waits on `wake`
+                // but the writer, and the wake-up (a system call) is saved.
+                let writer = state.writer_started;
                 drop(state);
-                // A writer may wait for this send to end.
-                self.wake.notify_all();
+                if writer {
+                    self.wake.notify_all();
+                }
                 return Flushed::Done;
             }
         }

@@ -28,14 +28,16 @@
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::IpcReceiver;
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use ipc_channel::{IpcError, TryRecvError};
 
 use super::reply::Slot;
 use crate::error::RunError;
 use crate::sync::lock;
 use crate::wire::messages::{recv_guarded, Answer, ToApp};
-use crate::wire::transport::{with_channels, with_limit, Framed, Socket};
+use crate::wire::transport::{
+    packet_buffer_len, with_channels, with_limit, Framed, Packet, Socket, PACKET_HEADER,
+};
 
 /// How long the reader thread leaves the channel to threads in `Reply::wait` after the last one
 /// is done, before reading it again itself: long enough for a loop of blocking calls to keep
@@ -43,6 +45,55 @@ use crate::wire::transport::{with_channels, with_limit, Framed, Socket};
 const IDLE_HANDOVER: Duration = Duration::from_millis(2);
 
 type Receiver<O> = IpcReceiver<Framed<ToApp<O>>>;
+
+/// The read turn itself: the receiving end, and what reading it without `ipc-channel` needs.
+struct ReadEnd<O> {
+    receiver: Receiver<O>,
+    /// Where the socket is known and a channel to pass messages on could be made.
+    own: Option<Box<OwnRead<O>>>,
+}
+
+/// Reading the worker's channel with one system call per message (`Socket::read_packet`): a
+/// message without descriptors is read into `buffer` and decoded from there; one with
+/// descriptors (channels, shared memory) is sent on, as it came, through a channel of this
+/// process, and `ipc-channel` reads it from there, so that its descriptors become its handles.
+struct OwnRead<O> {
+    buffer: Vec<u8>,
+    /// The sending end of that channel; `reinject` is its socket.
+    _pass: IpcSender<Framed<ToApp<O>>>,
+    reinject: Socket,
+    /// Its receiving end.
+    passed: Receiver<O>,
+}
+
+impl<O: serde::Serialize + serde::de::DeserializeOwned + 'static> OwnRead<O> {
+    fn new() -> Option<OwnRead<O>> {
+        let (pass, passed) = ipc::channel().ok()?;
+        let reinject = Socket::find(&pass, std::process::id())?;
+        Some(OwnRead {
+            // Zeroed lazily by the allocator: only the pages messages reach are touched.
+            buffer: vec![0; packet_buffer_len()],
+            _pass: pass,
+            reinject,
+            passed,
+        })
+    }
+}
+
+/// Decodes a message read by bincrew itself, as `ipc-channel` would (postcard), and never
+/// panics: a message without descriptors that names a channel makes `ipc-channel`'s
+/// deserializer panic.
+fn decode_guarded<O: serde::de::DeserializeOwned + serde::Serialize + 'static>(
+    data: &[u8],
+) -> Result<Framed<ToApp<O>>, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        postcard::from_bytes::<Framed<ToApp<O>>>(data)
+    })) {
+        Ok(Ok(message)) => Ok(message),
+        Ok(Err(e)) => Err(format!("it sent a message that does not decode: {e}")),
+        Err(_) => Err("it sent a message that names a channel it did not send".into()),
+    }
+}
 
 pub(super) struct ReadTurns<O> {
     turns: Mutex<Turns<O>>,
@@ -57,7 +108,7 @@ pub(super) struct ReadTurns<O> {
 
 struct Turns<O> {
     /// The receiving end, when no thread is reading it.
-    receiver: Option<Receiver<O>>,
+    receiver: Option<ReadEnd<O>>,
     /// Threads in `Reply::wait` for this worker.
     waiters: usize,
     /// A future started waiting: the reader thread should read now.
@@ -68,11 +119,12 @@ struct Turns<O> {
     last_wait: Instant,
 }
 
-impl<O> ReadTurns<O> {
+impl<O: serde::Serialize + serde::de::DeserializeOwned + 'static> ReadTurns<O> {
     pub(super) fn new(receiver: Receiver<O>, socket: Option<Socket>) -> Self {
+        let own = socket.and_then(|_| OwnRead::new()).map(Box::new);
         ReadTurns {
             turns: Mutex::new(Turns {
-                receiver: Some(receiver),
+                receiver: Some(ReadEnd { receiver, own }),
                 waiters: 0,
                 futures: false,
                 ended: false,
@@ -140,12 +192,32 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
     fn read_message(
         &self,
         inbox: &dyn Inbox<O>,
-        receiver: &Receiver<O>,
+        end: &mut ReadEnd<O>,
         deadline: Option<Instant>,
     ) -> Read {
         let limit = inbox.max_message();
-        let received = match self.socket {
-            Some(socket) => {
+        let receiver = &end.receiver;
+        let received = match (self.socket, end.own.as_deref_mut()) {
+            (Some(socket), Some(own)) => {
+                if deadline.is_some() && !socket.wait_readable(deadline) {
+                    return Read::Deadline;
+                }
+                match socket.read_packet(&mut own.buffer, limit, own.reinject) {
+                    Err(reason) => return Read::Ended(Some(reason)),
+                    Ok(Packet::End) => Err(IpcError::Disconnected),
+                    Ok(Packet::Data { len }) => {
+                        let data = &own.buffer[PACKET_HEADER..PACKET_HEADER + len];
+                        match with_channels(0, || with_limit(limit, || decode_guarded(data))) {
+                            Ok(message) => Ok(message),
+                            Err(reason) => return Read::Ended(Some(reason)),
+                        }
+                    }
+                    Ok(Packet::Passed { channels }) => with_channels(channels, || {
+                        with_limit(limit, || recv_guarded(&own.passed))
+                    }),
+                }
+            }
+            (Some(socket), None) => {
                 if deadline.is_some() && !socket.wait_readable(deadline) {
                     return Read::Deadline;
                 }
@@ -155,7 +227,7 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
                 };
                 with_channels(channels, || with_limit(limit, || recv_guarded(receiver)))
             }
-            None => match deadline {
+            (None, _) => match deadline {
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match with_limit(limit, || receiver.try_recv_timeout(left)) {
@@ -192,11 +264,11 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
     fn take_turn(
         &self,
         inbox: &dyn Inbox<O>,
-        receiver: Receiver<O>,
+        mut receiver: ReadEnd<O>,
         by_waiter: bool,
         deadline: Option<Instant>,
     ) {
-        match self.read_message(inbox, &receiver, deadline) {
+        match self.read_message(inbox, &mut receiver, deadline) {
             Read::Message | Read::Deadline => {
                 let others = {
                     let mut turns = lock(&self.turns);

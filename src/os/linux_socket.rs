@@ -176,6 +176,150 @@ pub(crate) fn check_next(fd: i32, limit: usize) -> Result<usize, String> {
     }
 }
 
+/// What [`read_packet`] read.
+pub(crate) enum Packet {
+    /// The channel ended.
+    End,
+    /// A packet without descriptors: its data is `buffer[HEADER..HEADER + len]`.
+    Data { len: usize },
+    /// A packet with descriptors, sent on as it came through the re-injection socket for
+    /// `ipc-channel` to read there; it carries `channels` channels.
+    Passed { channels: usize },
+}
+
+/// The bytes before a packet's data in [`read_packet`]'s buffer.
+pub(crate) const PACKET_HEADER: usize = HEADER;
+
+/// The size of the buffer [`read_packet`] needs.
+pub(crate) fn packet_buffer_len() -> usize {
+    max_fragment() + HEADER
+}
+
+/// Reads the next packet from `fd` (waiting for one) into `buffer`, and checks it as
+/// [`check_next`] does. A packet without descriptors stays in `buffer` for the caller to decode:
+/// one system call, where a peek and `ipc-channel`'s own read take two. A packet with
+/// descriptors is sent unchanged, descriptors included, through `reinject` (the sending end of
+/// a channel of this process whose receiving end `ipc-channel` then reads). `Err` says why the
+/// packet is refused, or why reading failed.
+pub(crate) fn read_packet(
+    fd: i32,
+    buffer: &mut [u8],
+    limit: usize,
+    reinject: i32,
+) -> Result<Packet, String> {
+    // Aligned for `cmsghdr`.
+    let mut control = [0u64; 80];
+    loop {
+        let mut iov = libc::iovec {
+            iov_base: buffer.as_mut_ptr().cast(),
+            iov_len: buffer.len(),
+        };
+        // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: recvmsg writes into the buffers described by `msg`; MSG_TRUNC returns the
+        // packet's full length even when it is longer than `buffer`.
+        let n = unsafe {
+            libc::recvmsg(
+                fd,
+                &mut msg,
+                libc::MSG_TRUNC | libc::MSG_CMSG_CLOEXEC,
+            )
+        };
+        if n < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            if error.raw_os_error() == Some(libc::ECONNRESET) {
+                return Ok(Packet::End);
+            }
+            return Err(format!("reading its channel failed: {error}"));
+        }
+        let n = n as usize;
+        if n == 0 {
+            return Ok(Packet::End);
+        }
+        let fds = received_fds(&msg);
+        let mut header = [0u8; HEADER];
+        let copied = n.min(HEADER).min(buffer.len());
+        header[..copied].copy_from_slice(&buffer[..copied]);
+        let verdict = if n > buffer.len() {
+            Err(format!(
+                "it sent a packet of {n} bytes, more than a channel carries at once"
+            ))
+        } else {
+            check_packet(&header, n, msg.msg_flags, &fds, limit)
+        };
+        if let Err(reason) = verdict {
+            close_all(&fds);
+            return Err(reason);
+        }
+        if fds.is_empty() {
+            return Ok(Packet::Data { len: n - HEADER });
+        }
+        let channels = fds.iter().filter(|&&fd| is_socket(fd)).count();
+        let passed = send_packet(reinject, &buffer[..n], &fds);
+        // The message in flight holds its own references to the descriptors.
+        close_all(&fds);
+        return passed
+            .map(|()| Packet::Passed { channels })
+            .map_err(|e| format!("passing on a message with channels failed: {e}"));
+    }
+}
+
+fn close_all(fds: &[i32]) {
+    for &fd in fds {
+        // SAFETY: these descriptors were just received and are owned here.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Sends `packet` with `fds` as one packet on `fd`.
+fn send_packet(fd: i32, packet: &[u8], fds: &[i32]) -> std::io::Result<()> {
+    let mut control = [0u64; 80];
+    let payload = std::mem::size_of_val(fds);
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
+    if space > std::mem::size_of_val(&control) {
+        return Err(std::io::Error::other("too many descriptors"));
+    }
+    let mut iov = libc::iovec {
+        iov_base: packet.as_ptr() as *mut libc::c_void,
+        iov_len: packet.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the call, and the
+    // control buffer has room for one SCM_RIGHTS message of `fds` (checked above).
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(payload as u32) as _;
+        std::ptr::copy_nonoverlapping(
+            fds.as_ptr().cast::<u8>(),
+            libc::CMSG_DATA(cmsg),
+            payload,
+        );
+        loop {
+            if libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) >= 0 {
+                return Ok(());
+            }
+            let error = std::io::Error::last_os_error();
+            if error.kind() != std::io::ErrorKind::Interrupted {
+                return Err(error);
+            }
+        }
+    }
+}
+
 fn is_socket(fd: i32) -> bool {
     // SAFETY: fstat writes into a zeroed stat buffer for a descriptor this process holds.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };

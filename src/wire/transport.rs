@@ -463,6 +463,20 @@ impl Socket {
     pub(crate) fn check_next(self, limit: usize) -> Result<usize, String> {
         imp::check_next(self.fd, limit)
     }
+
+    /// Reads the next message itself, waiting for one, and checks it as [`Socket::check_next`]
+    /// does: one system call instead of a peek and `ipc-channel`'s read. A message without
+    /// descriptors stays in `buffer` (at least [`packet_buffer_len`] bytes) for the caller to
+    /// decode ([`Packet::Data`]); one with descriptors is sent on unchanged through `reinject`,
+    /// a sending end of this process, for `ipc-channel` to read at the other end.
+    pub(crate) fn read_packet(
+        self,
+        buffer: &mut [u8],
+        limit: usize,
+        reinject: Socket,
+    ) -> Result<Packet, String> {
+        imp::read_packet(self.fd, buffer, limit, reinject.fd)
+    }
 }
 
 /// The first descriptor number in the `Debug` form of an `ipc-channel` 0.23 handle:
@@ -483,6 +497,7 @@ fn fd_in_debug(text: &str) -> Option<i32> {
 }
 
 use crate::os::socket as imp;
+pub(crate) use imp::{packet_buffer_len, Packet, PACKET_HEADER};
 
 #[cfg(test)]
 mod tests {
