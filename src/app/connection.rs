@@ -156,6 +156,7 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
         receiver: ipc_channel::ipc::OpaqueIpcReceiver,
         settings: Settings,
     ) -> Arc<Self> {
+        let exit = process.exit_fd();
         Arc::new_cyclic(|this| Connection {
             process,
             requests: Lane::new(settings.max_batch, channels.request_socket),
@@ -171,7 +172,7 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
                 panicked: false,
                 shutdown_deadline: None,
             }),
-            turns: ReadTurns::new(receiver.to(), channels.turns_socket),
+            turns: ReadTurns::new(receiver.to(), channels.turns_socket, exit),
             next_control: AtomicU64::new(0),
             settings,
             this: this.clone(),
@@ -383,6 +384,10 @@ impl<I: IpcValue, O: IpcValue> Link<O> for Connection<I, O> {
 
     fn wait(&self, slot: &Slot<O>, deadline: Option<Instant>) -> Result<O, RunError> {
         self.turns.wait(self, slot, deadline)
+    }
+
+    fn try_read(&self) -> bool {
+        self.turns.try_read(self)
     }
 
     fn polled(&self) {

@@ -36,7 +36,8 @@ use crate::error::RunError;
 use crate::sync::lock;
 use crate::wire::messages::{recv_guarded, Answer, ToApp};
 use crate::wire::transport::{
-    packet_buffer_len, with_channels, with_limit, Framed, Packet, Socket, PACKET_HEADER,
+    packet_buffer_len, with_channels, with_limit, Doorbell, ExitFd, Framed, Packet, Socket,
+    PACKET_HEADER,
 };
 
 /// How long the reader thread leaves the channel to threads in `Reply::wait` after the last one
@@ -104,6 +105,18 @@ pub(super) struct ReadTurns<O> {
     reader_turn: Condvar,
     /// The receiving socket, when known: to wait with a deadline and check each message.
     socket: Option<Socket>,
+    /// Where the reader thread waits instead of `reader_turn`, when it need not sit on the
+    /// channel while idle (see [`Watch`]).
+    watch: Option<Watch>,
+}
+
+/// What lets the reader thread leave the channel alone while no future waits: the worker's
+/// exit is seen on its pidfd, and other threads ring the doorbell when the reader should read.
+/// Then a future's `poll` may read a ready answer itself (`try_read`), without waking the
+/// reader thread: on one CPU, the worker has usually answered by the time the send returns.
+struct Watch {
+    doorbell: Doorbell,
+    exit: ExitFd,
 }
 
 struct Turns<O> {
@@ -117,11 +130,23 @@ struct Turns<O> {
     ended: bool,
     /// When the last thread left `Reply::wait`.
     last_wait: Instant,
+    /// The reader thread waits on the doorbell: ring it to wake it.
+    reader_asleep: bool,
+    /// The worker's process exited (its pidfd was readable): read until the channel ends.
+    exited: bool,
+    /// The channel ended while a future's `poll` read it: the reader thread settles it, since
+    /// settling may wait for the process.
+    end_seen: Option<Option<String>>,
 }
 
 impl<O: serde::Serialize + serde::de::DeserializeOwned + 'static> ReadTurns<O> {
-    pub(super) fn new(receiver: Receiver<O>, socket: Option<Socket>) -> Self {
+    pub(super) fn new(receiver: Receiver<O>, socket: Option<Socket>, exit: Option<ExitFd>) -> Self {
         let own = socket.and_then(|_| OwnRead::new()).map(Box::new);
+        // Reading without the reader thread needs bincrew's own read, and the exit in sight.
+        let watch = match (&own, exit) {
+            (Some(_), Some(exit)) => Doorbell::new().map(|doorbell| Watch { doorbell, exit }),
+            _ => None,
+        };
         ReadTurns {
             turns: Mutex::new(Turns {
                 receiver: Some(ReadEnd { receiver, own }),
@@ -129,10 +154,14 @@ impl<O: serde::Serialize + serde::de::DeserializeOwned + 'static> ReadTurns<O> {
                 futures: false,
                 ended: false,
                 last_wait: Instant::now(),
+                reader_asleep: false,
+                exited: false,
+                end_seen: None,
             }),
             waiter_turn: Condvar::new(),
             reader_turn: Condvar::new(),
             socket,
+            watch,
         }
     }
 }
@@ -163,6 +192,8 @@ enum Read {
     Deadline,
     /// The channel ended; with why, when the worker broke the protocol.
     Ended(Option<String>),
+    /// Nothing was there to read (a read that does not wait).
+    Empty,
 }
 
 impl<O> ReadTurns<O> {
@@ -181,8 +212,24 @@ impl<O> ReadTurns<O> {
         // put in the future's slot, which wakes it. Only a free turn needs the reader thread.
         if !turns.futures && turns.receiver.is_some() {
             turns.futures = true;
-            drop(turns);
-            self.reader_turn.notify_all();
+            self.wake_reader(turns);
+        }
+    }
+
+    /// Wakes the reader thread to look again; releases `turns` first.
+    fn wake_reader(&self, turns: std::sync::MutexGuard<'_, Turns<O>>) {
+        match &self.watch {
+            Some(watch) => {
+                let asleep = turns.reader_asleep;
+                drop(turns);
+                if asleep {
+                    watch.doorbell.ring();
+                }
+            }
+            None => {
+                drop(turns);
+                self.reader_turn.notify_all();
+            }
         }
     }
 }
@@ -194,6 +241,7 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
         inbox: &dyn Inbox<O>,
         end: &mut ReadEnd<O>,
         deadline: Option<Instant>,
+        wait: bool,
     ) -> Read {
         let limit = inbox.max_message();
         let receiver = &end.receiver;
@@ -202,8 +250,9 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
                 if deadline.is_some() && !socket.wait_readable(deadline) {
                     return Read::Deadline;
                 }
-                match socket.read_packet(&mut own.buffer, limit, own.reinject) {
+                match socket.read_packet(&mut own.buffer, limit, own.reinject, wait) {
                     Err(reason) => return Read::Ended(Some(reason)),
+                    Ok(Packet::Empty) => return Read::Empty,
                     Ok(Packet::End) => Err(IpcError::Disconnected),
                     Ok(Packet::Data { len }) => {
                         let data = &own.buffer[PACKET_HEADER..PACKET_HEADER + len];
@@ -212,9 +261,9 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
                             Err(reason) => return Read::Ended(Some(reason)),
                         }
                     }
-                    Ok(Packet::Passed { channels }) => with_channels(channels, || {
-                        with_limit(limit, || recv_guarded(&own.passed))
-                    }),
+                    Ok(Packet::Passed { channels }) => {
+                        with_channels(channels, || with_limit(limit, || recv_guarded(&own.passed)))
+                    }
                 }
             }
             (Some(socket), None) => {
@@ -268,30 +317,49 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
         by_waiter: bool,
         deadline: Option<Instant>,
     ) {
-        match self.read_message(inbox, &mut receiver, deadline) {
-            Read::Message | Read::Deadline => {
-                let others = {
-                    let mut turns = lock(&self.turns);
-                    turns.receiver = Some(receiver);
-                    turns.waiters - usize::from(by_waiter)
-                };
-                if others > 0 {
-                    self.waiter_turn.notify_all();
-                }
+        match self.read_message(inbox, &mut receiver, deadline, true) {
+            Read::Message | Read::Deadline | Read::Empty => {
+                self.give_back(inbox, receiver, usize::from(by_waiter));
             }
             Read::Ended(protocol_error) => {
                 drop(receiver);
                 inbox.finish(protocol_error);
-                lock(&self.turns).ended = true;
+                let mut turns = lock(&self.turns);
+                turns.ended = true;
                 self.waiter_turn.notify_all();
-                self.reader_turn.notify_all();
+                self.wake_reader(turns);
             }
         }
     }
 
+    /// Puts the receiver back after a read by a thread other than the reader thread (`me`
+    /// counts that thread among the waiters), and wakes who should read next: other waiters;
+    /// the reader thread, asleep on its doorbell, when futures wait, when requests are in
+    /// flight and no blocking call will read for them, or when the worker has exited (the end
+    /// must be read). Lock order: turns, then state.
+    fn give_back(&self, inbox: &dyn Inbox<O>, receiver: ReadEnd<O>, me: usize) {
+        let mut turns = lock(&self.turns);
+        turns.receiver = Some(receiver);
+        let others = turns.waiters - me;
+        let reader = self.watch.is_some()
+            && turns.reader_asleep
+            && (turns.futures || turns.exited || (others == 0 && inbox.has_pending()));
+        if reader {
+            self.wake_reader(turns);
+        } else {
+            drop(turns);
+        }
+        if others > 0 {
+            self.waiter_turn.notify_all();
+        }
+    }
+
     /// The reader thread: reads whenever no thread in `Reply::wait` does, until the channel
-    /// ends. It is woken when a future waits; otherwise it looks again every
-    /// [`IDLE_HANDOVER`] while blocking calls are about.
+    /// ends. With a [`Watch`], it reads while requests are in flight and nobody else reads,
+    /// and otherwise sleeps on its doorbell and the worker's pidfd: an idle worker's death is
+    /// seen there, and a future's `poll` may read its own answer. Without one, it is woken when
+    /// a future waits and otherwise looks again every [`IDLE_HANDOVER`] while blocking calls
+    /// are about, reading the channel while idle to notice a crash.
     pub(super) fn read_loop(inbox: Arc<dyn Inbox<O>>) {
         let this = inbox.turns();
         let mut turns = lock(&this.turns);
@@ -299,12 +367,27 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
             if turns.ended {
                 return;
             }
+            if let Some(end) = turns.end_seen.take() {
+                // A future's `poll` read the end: settle it here, where waiting is allowed.
+                turns.receiver = None;
+                drop(turns);
+                inbox.finish(end);
+                lock(&this.turns).ended = true;
+                this.waiter_turn.notify_all();
+                return;
+            }
             let free = turns.receiver.is_some() && turns.waiters == 0;
-            let idle = turns.last_wait.elapsed() >= IDLE_HANDOVER;
             // With no blocking call waiting, requests still in flight belong to futures (or to
             // replies not yet polled): read for them now. Lock order: turns, then state.
             let pending = free && inbox.has_pending();
-            if free && (turns.futures || pending || idle) {
+            let read = match &this.watch {
+                Some(_) => free && (turns.futures || pending || turns.exited),
+                None => {
+                    let idle = turns.last_wait.elapsed() >= IDLE_HANDOVER;
+                    free && (turns.futures || pending || idle)
+                }
+            };
+            if read {
                 if let Some(receiver) = turns.receiver.take() {
                     turns.futures = false;
                     drop(turns);
@@ -313,16 +396,66 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
                 }
                 continue;
             }
-            let wait = if free {
-                IDLE_HANDOVER.saturating_sub(turns.last_wait.elapsed())
-            } else {
-                IDLE_HANDOVER
-            };
-            turns = this
-                .reader_turn
-                .wait_timeout(turns, wait.max(Duration::from_micros(100)))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            match &this.watch {
+                Some(watch) => {
+                    turns.reader_asleep = true;
+                    let exited = turns.exited;
+                    drop(turns);
+                    let exit = (!exited).then_some(&watch.exit);
+                    let now_exited = watch.doorbell.wait(exit);
+                    turns = lock(&this.turns);
+                    turns.reader_asleep = false;
+                    turns.exited |= now_exited;
+                }
+                None => {
+                    let wait = if free {
+                        IDLE_HANDOVER.saturating_sub(turns.last_wait.elapsed())
+                    } else {
+                        IDLE_HANDOVER
+                    };
+                    turns = this
+                        .reader_turn
+                        .wait_timeout(turns, wait.max(Duration::from_micros(100)))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// A future's `poll`: reads one message if one is there and the turn is free, without
+    /// waiting; `true` when it read one (whose answers may complete the caller's request).
+    /// Only with a [`Watch`]: otherwise the reader thread may sit on the channel.
+    pub(super) fn try_read(&self, inbox: &dyn Inbox<O>) -> bool {
+        if self.watch.is_none() {
+            return false;
+        }
+        let mut turns = lock(&self.turns);
+        if turns.ended || turns.end_seen.is_some() || turns.waiters > 0 {
+            return false;
+        }
+        let Some(mut receiver) = turns.receiver.take() else {
+            return false;
+        };
+        drop(turns);
+        match self.read_message(inbox, &mut receiver, None, false) {
+            Read::Message => {
+                self.give_back(inbox, receiver, 0);
+                true
+            }
+            Read::Empty | Read::Deadline => {
+                self.give_back(inbox, receiver, 0);
+                false
+            }
+            Read::Ended(reason) => {
+                // Settling waits for the process (up to a bound), which an executor thread must
+                // not: the reader thread does it.
+                drop(receiver);
+                let mut turns = lock(&self.turns);
+                turns.end_seen = Some(reason);
+                self.wake_reader(turns);
+                true
+            }
         }
     }
 
@@ -371,10 +504,12 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
         turns.waiters -= 1;
         turns.last_wait = Instant::now();
         let last = turns.waiters == 0;
-        drop(turns);
-        if last && inbox.has_pending() {
-            // Requests of futures are still in flight: the reader thread takes over now.
-            self.reader_turn.notify_all();
+        // Requests of futures still in flight: the reader thread takes over now.
+        // Lock order: turns, then state.
+        if last && (turns.exited || inbox.has_pending()) {
+            self.wake_reader(turns);
+        } else {
+            drop(turns);
         }
         result
     }
@@ -442,7 +577,7 @@ mod tests {
         let (tx, rx) = ipc::channel::<Framed<ToApp<u32>>>().expect("channel");
         let socket = Socket::find(&rx, std::process::id());
         let inbox = Arc::new(FakeInbox {
-            turns: ReadTurns::new(rx, socket),
+            turns: ReadTurns::new(rx, socket, None),
             pending: Mutex::new(HashMap::new()),
             finished: Mutex::new(Vec::new()),
         });

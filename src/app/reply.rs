@@ -21,6 +21,9 @@ pub(crate) trait Link<O>: Send + Sync {
     /// Blocks until `slot` is answered, reading the channel itself when nobody else does, but
     /// never past `deadline` (the request's timeout).
     fn wait(&self, slot: &Slot<O>, deadline: Option<Instant>) -> Result<O, RunError>;
+    /// Reads one message if one is there and nobody else reads, without waiting; `true` when
+    /// it read one (the reply's slot may be answered now).
+    fn try_read(&self) -> bool;
     /// A future returned `Pending`: someone must read the channel for it.
     fn polled(&self);
     /// The reply was dropped unanswered: withdraw or cancel request `id`.
@@ -266,6 +269,14 @@ impl<O> Future for Reply<O> {
                 Stage::Sent(sent) => {
                     sent.link.flush();
                     let mut state = lock(&sent.slot.state);
+                    if state.result.is_none() {
+                        // The answer may be there already (on one CPU the worker usually
+                        // answered before the send returned): read it here, without waiting,
+                        // rather than wake the reader thread to read it and wake this task.
+                        drop(state);
+                        sent.link.try_read();
+                        state = lock(&sent.slot.state);
+                    }
                     if let Some(result) = state.result.take() {
                         drop(state);
                         if let Some(result) = this.settle(result, Wait::Waker(cx.waker())) {

@@ -96,6 +96,11 @@ fn exit_info(result: io::Result<Option<&std::process::Output>>) -> Option<ExitIn
 }
 
 impl Child {
+    /// No descriptor tells this process's exit here.
+    pub(crate) fn exit_fd(&self) -> Option<crate::os::socket::ExitFd> {
+        None
+    }
+
     pub(crate) fn id(&self) -> u32 {
         self.pid
     }

@@ -39,6 +39,12 @@ impl Child {
         self.record.pid.unsigned_abs()
     }
 
+    /// A descriptor of the process that becomes readable when it exits (a copy of its pidfd),
+    /// for a thread that waits for the exit among other things; `None` without pidfds.
+    pub(crate) fn exit_fd(&self) -> Option<OwnedFd> {
+        self.record.pidfd.as_ref()?.try_clone().ok()
+    }
+
     /// Sends SIGKILL to the process and, when it leads a group of its own, to its group, unless
     /// the process was already reaped. Does not wait.
     pub(crate) fn kill(&self) -> io::Result<()> {

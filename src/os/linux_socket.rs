@@ -176,6 +176,70 @@ pub(crate) fn check_next(fd: i32, limit: usize) -> Result<usize, String> {
     }
 }
 
+/// A descriptor that becomes readable when a process exits (its pidfd).
+pub(crate) type ExitFd = std::os::fd::OwnedFd;
+
+/// What the app's reader thread waits on while it does not read: an eventfd that other threads
+/// ring when it should look again, and the worker's pidfd, readable once the worker exited.
+pub(crate) struct Doorbell {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Doorbell {
+    pub(crate) fn new() -> Option<Doorbell> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        // SAFETY: `fd` was just created and is owned here alone.
+        (fd >= 0).then(|| Doorbell {
+            fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Wakes the thread in [`Doorbell::wait`], or makes its next wait return at once.
+    pub(crate) fn ring(&self) {
+        use std::os::fd::AsRawFd;
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from `one` to an eventfd of ours; it never blocks (non-blocking,
+        // and the counter cannot overflow from rings).
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Waits until the bell rang or `exit` became readable; `true` when `exit` is readable.
+    pub(crate) fn wait(&self, exit: Option<&ExitFd>) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut fds = [
+            libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: exit.map_or(-1, AsRawFd::as_raw_fd),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        loop {
+            // SAFETY: two valid pollfds (a negative fd is ignored by poll).
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if ready > 0 {
+                break;
+            }
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                // Nothing sensible to wait on: look again, as if rung.
+                return false;
+            }
+        }
+        if fds[0].revents != 0 {
+            let mut count: u64 = 0;
+            // SAFETY: reads 8 bytes into `count` from an eventfd of ours, without blocking.
+            unsafe { libc::read(self.fd.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+        }
+        fds[1].revents != 0
+    }
+}
+
 /// What [`read_packet`] read.
 pub(crate) enum Packet {
     /// The channel ended.
@@ -185,6 +249,8 @@ pub(crate) enum Packet {
     /// A packet with descriptors, sent on as it came through the re-injection socket for
     /// `ipc-channel` to read there; it carries `channels` channels.
     Passed { channels: usize },
+    /// Nothing to read yet (only when not waiting).
+    Empty,
 }
 
 /// The bytes before a packet's data in [`read_packet`]'s buffer.
@@ -206,7 +272,9 @@ pub(crate) fn read_packet(
     buffer: &mut [u8],
     limit: usize,
     reinject: i32,
+    wait: bool,
 ) -> Result<Packet, String> {
+    let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
     // Aligned for `cmsghdr`.
     let mut control = [0u64; 80];
     loop {
@@ -226,13 +294,16 @@ pub(crate) fn read_packet(
             libc::recvmsg(
                 fd,
                 &mut msg,
-                libc::MSG_TRUNC | libc::MSG_CMSG_CLOEXEC,
+                libc::MSG_TRUNC | libc::MSG_CMSG_CLOEXEC | flags,
             )
         };
         if n < 0 {
             let error = std::io::Error::last_os_error();
             if error.kind() == std::io::ErrorKind::Interrupted {
                 continue;
+            }
+            if error.kind() == std::io::ErrorKind::WouldBlock {
+                return Ok(Packet::Empty);
             }
             if error.raw_os_error() == Some(libc::ECONNRESET) {
                 return Ok(Packet::End);
@@ -303,11 +374,7 @@ fn send_packet(fd: i32, packet: &[u8], fds: &[i32]) -> std::io::Result<()> {
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
         (*cmsg).cmsg_len = libc::CMSG_LEN(payload as u32) as _;
-        std::ptr::copy_nonoverlapping(
-            fds.as_ptr().cast::<u8>(),
-            libc::CMSG_DATA(cmsg),
-            payload,
-        );
+        std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), payload);
         loop {
             if libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) >= 0 {
                 return Ok(());

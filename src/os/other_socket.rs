@@ -31,6 +31,7 @@ pub(crate) enum Packet {
     End,
     Data { len: usize },
     Passed { channels: usize },
+    Empty,
 }
 
 pub(crate) const PACKET_HEADER: usize = 16;
@@ -44,6 +45,7 @@ pub(crate) fn read_packet(
     _buffer: &mut [u8],
     _limit: usize,
     _reinject: i32,
+    _wait: bool,
 ) -> Result<Packet, String> {
     Ok(Packet::End)
 }
@@ -78,5 +80,23 @@ impl Watch {
             requests: false,
             notified: true,
         }
+    }
+}
+
+/// A descriptor that tells a process's exit: none here.
+pub(crate) enum ExitFd {}
+
+/// Wakes the app's reader thread: it waits on a condition variable here instead.
+pub(crate) struct Doorbell;
+
+impl Doorbell {
+    pub(crate) fn new() -> Option<Doorbell> {
+        None
+    }
+
+    pub(crate) fn ring(&self) {}
+
+    pub(crate) fn wait(&self, _exit: Option<&ExitFd>) -> bool {
+        false
     }
 }

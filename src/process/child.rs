@@ -67,6 +67,12 @@ impl Process {
         })
     }
 
+    /// A descriptor that becomes readable when the process exits (Linux), for the app's
+    /// reader thread to notice an idle worker's death without reading its channel.
+    pub(crate) fn exit_fd(&self) -> Option<crate::os::socket::ExitFd> {
+        self.child.exit_fd()
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.pid
     }

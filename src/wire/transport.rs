@@ -464,7 +464,8 @@ impl Socket {
         imp::check_next(self.fd, limit)
     }
 
-    /// Reads the next message itself, waiting for one, and checks it as [`Socket::check_next`]
+    /// Reads the next message itself, waiting for one unless `wait` is false (then
+    /// [`Packet::Empty`] when none is there), and checks it as [`Socket::check_next`]
     /// does: one system call instead of a peek and `ipc-channel`'s read. A message without
     /// descriptors stays in `buffer` (at least [`packet_buffer_len`] bytes) for the caller to
     /// decode ([`Packet::Data`]); one with descriptors is sent on unchanged through `reinject`,
@@ -474,8 +475,9 @@ impl Socket {
         buffer: &mut [u8],
         limit: usize,
         reinject: Socket,
+        wait: bool,
     ) -> Result<Packet, String> {
-        imp::read_packet(self.fd, buffer, limit, reinject.fd)
+        imp::read_packet(self.fd, buffer, limit, reinject.fd, wait)
     }
 }
 
@@ -497,7 +499,7 @@ fn fd_in_debug(text: &str) -> Option<i32> {
 }
 
 use crate::os::socket as imp;
-pub(crate) use imp::{packet_buffer_len, Packet, PACKET_HEADER};
+pub(crate) use imp::{packet_buffer_len, Doorbell, ExitFd, Packet, PACKET_HEADER};
 
 #[cfg(test)]
 mod tests {

@@ -131,6 +131,7 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
             idle: 0,
             last_id: None,
             early_cancels: std::collections::HashSet::new(),
+            unsent: 0,
         }),
         changed: Condvar::new(),
         drained: Condvar::new(),
@@ -245,12 +246,15 @@ struct Jobs<I> {
     /// Cancellations of requests not received yet. The control channel can overtake the request
     /// channel: the request is dropped when it comes. An id below `last_id` will never come.
     early_cancels: std::collections::HashSet<u64>,
+    /// Answers to requests that did not decode, read but not yet in the outbox: a shutdown
+    /// does not drain before they are (another thread may finish the last request meanwhile).
+    unsent: usize,
 }
 
 impl<I> Jobs<I> {
     /// No request follows and every request is answered.
     fn is_drained(&self) -> bool {
-        self.ended && self.queue.is_empty() && self.running.is_empty()
+        self.ended && self.queue.is_empty() && self.running.is_empty() && self.unsent == 0
     }
 
     fn has_room(&self, limit: QueueLimit) -> bool {
@@ -442,6 +446,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                     &format!("cannot read a message from the app: {e}"),
                 ),
             }
+            jobs.unsent += undecodable.len();
             let queued = jobs.queue.len();
             // This thread runs the one request it read next: rather than wake another thread to
             // read in its place, let the control thread wake one when a request comes. With more
@@ -470,9 +475,16 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
         self.wake(wake);
         // Requests that did not decode are answered at once (the others run), and before a
         // drained worker may exit.
+        let mut drained = drained;
         if !undecodable.is_empty() {
+            let n = undecodable.len();
             for answer in undecodable {
                 self.outbox.push(answer);
+            }
+            {
+                let mut jobs = lock(&self.jobs);
+                jobs.unsent -= n;
+                drained = jobs.is_drained();
             }
             self.outbox.flush(|batch| self.send_answers(batch));
         }

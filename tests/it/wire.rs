@@ -439,9 +439,10 @@ fn a_request_that_does_not_decode_is_answered_before_a_shutdown_ends_the_worker(
         let bad = worker.run(Picky(7));
         let good = worker.run(Picky(8));
         worker.shutdown_blocking().expect("clean exit");
+        let bad = bad.wait();
         assert!(
-            matches!(bad.wait(), Err(RunError::RequestDecode { .. })),
-            "the bad request's own error"
+            matches!(bad, Err(RunError::RequestDecode { .. })),
+            "the bad request's own error: {bad:?}"
         );
         assert_eq!(good.wait().expect("answered"), Picky(8));
     }
