@@ -6,10 +6,15 @@
 //! - a thread blocked in `Reply::wait` reads it itself, so its answer reaches it without a
 //!   hand-off between threads; it reads only until its own request's deadline, then gives the
 //!   turn back, so its timeout fires on time even while it reads for others;
-//! - otherwise the worker's reader thread reads it: for futures (which never read), and to
-//!   notice a crash while nothing waits. It takes the turn when a future waits, when requests
-//!   are in flight and no blocking call waits, or [`IDLE_HANDOVER`] after the last blocking call
-//!   left.
+//! - a future's `poll` reads one message itself when the turn is free and a message is already
+//!   there, never waiting ([`ReadTurns::try_read`]): on one CPU the worker has usually answered
+//!   by the time the send returns, and the answer then reaches the task without the reader
+//!   thread;
+//! - otherwise the worker's reader thread reads it: for futures that returned `Pending`, and
+//!   for requests in flight while no blocking call waits. With a [`Watch`] (Linux) it sleeps on
+//!   an eventfd and the worker's pidfd in between, so an idle worker's death still wakes it;
+//!   without one it also reads while idle, to notice a crash, and takes the turn
+//!   [`IDLE_HANDOVER`] after the last blocking call left.
 //!
 //! ```text
 //!            take turn                 read one message              give turn back
@@ -21,9 +26,10 @@
 //!                         ended (the worker's fate is settled; every waiter returns)
 //! ```
 //!
-//! Before `ipc-channel` reads a message, its header and descriptors are checked
-//! (`Socket::check_next`): a worker cannot make the app allocate without bound, wait for the rest
-//! of a message that never comes, or panic.
+//! Every message's header and descriptors are checked before anything is decoded
+//! (`Socket::read_packet`, or `Socket::check_next` before `ipc-channel` reads it): a worker
+//! cannot make the app allocate without bound, wait for the rest of a message that never comes,
+//! or panic.
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
