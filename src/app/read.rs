@@ -34,7 +34,7 @@
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
+use ipc_channel::ipc::IpcReceiver;
 use ipc_channel::{IpcError, TryRecvError};
 
 use super::reply::Slot;
@@ -42,8 +42,7 @@ use crate::error::RunError;
 use crate::sync::lock;
 use crate::wire::messages::{recv_guarded, Answer, ToApp};
 use crate::wire::transport::{
-    packet_buffer_len, with_channels, with_limit, Doorbell, ExitFd, Framed, Packet, Socket,
-    PACKET_HEADER,
+    with_channels, with_limit, Doorbell, ExitFd, Framed, PacketReader, Received, Socket,
 };
 
 /// How long the reader thread leaves the channel to threads in `Reply::wait` after the last one
@@ -57,49 +56,7 @@ type Receiver<O> = IpcReceiver<Framed<ToApp<O>>>;
 struct ReadEnd<O> {
     receiver: Receiver<O>,
     /// Where the socket is known and a channel to pass messages on could be made.
-    own: Option<Box<OwnRead<O>>>,
-}
-
-/// Reading the worker's channel with one system call per message (`Socket::read_packet`): a
-/// message without descriptors is read into `buffer` and decoded from there; one with
-/// descriptors (channels, shared memory) is sent on, as it came, through a channel of this
-/// process, and `ipc-channel` reads it from there, so that its descriptors become its handles.
-struct OwnRead<O> {
-    buffer: Vec<u8>,
-    /// The sending end of that channel; `reinject` is its socket.
-    _pass: IpcSender<Framed<ToApp<O>>>,
-    reinject: Socket,
-    /// Its receiving end.
-    passed: Receiver<O>,
-}
-
-impl<O: serde::Serialize + serde::de::DeserializeOwned + 'static> OwnRead<O> {
-    fn new() -> Option<OwnRead<O>> {
-        let (pass, passed) = ipc::channel().ok()?;
-        let reinject = Socket::find(&pass, std::process::id())?;
-        Some(OwnRead {
-            // Zeroed lazily by the allocator: only the pages messages reach are touched.
-            buffer: vec![0; packet_buffer_len()],
-            _pass: pass,
-            reinject,
-            passed,
-        })
-    }
-}
-
-/// Decodes a message read by bincrew itself, as `ipc-channel` would (postcard), and never
-/// panics: a message without descriptors that names a channel makes `ipc-channel`'s
-/// deserializer panic.
-fn decode_guarded<O: serde::de::DeserializeOwned + serde::Serialize + 'static>(
-    data: &[u8],
-) -> Result<Framed<ToApp<O>>, String> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        postcard::from_bytes::<Framed<ToApp<O>>>(data)
-    })) {
-        Ok(Ok(message)) => Ok(message),
-        Ok(Err(e)) => Err(format!("it sent a message that does not decode: {e}")),
-        Err(_) => Err("it sent a message that names a channel it did not send".into()),
-    }
+    own: Option<Box<PacketReader<Framed<ToApp<O>>>>>,
 }
 
 pub(super) struct ReadTurns<O> {
@@ -147,7 +104,7 @@ struct Turns<O> {
 
 impl<O: serde::Serialize + serde::de::DeserializeOwned + 'static> ReadTurns<O> {
     pub(super) fn new(receiver: Receiver<O>, socket: Option<Socket>, exit: Option<ExitFd>) -> Self {
-        let own = socket.and_then(|_| OwnRead::new()).map(Box::new);
+        let own = socket.and_then(PacketReader::new).map(Box::new);
         // Reading without the reader thread needs bincrew's own read, and the exit in sight.
         let watch = match (&own, exit) {
             (Some(_), Some(exit)) => Doorbell::new().map(|doorbell| Watch { doorbell, exit }),
@@ -256,20 +213,11 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
                 if deadline.is_some() && !socket.wait_readable(deadline) {
                     return Read::Deadline;
                 }
-                match socket.read_packet(&mut own.buffer, limit, own.reinject, wait) {
-                    Err(reason) => return Read::Ended(Some(reason)),
-                    Ok(Packet::Empty) => return Read::Empty,
-                    Ok(Packet::End) => Err(IpcError::Disconnected),
-                    Ok(Packet::Data { len }) => {
-                        let data = &own.buffer[PACKET_HEADER..PACKET_HEADER + len];
-                        match with_channels(0, || with_limit(limit, || decode_guarded(data))) {
-                            Ok(message) => Ok(message),
-                            Err(reason) => return Read::Ended(Some(reason)),
-                        }
-                    }
-                    Ok(Packet::Passed { channels }) => {
-                        with_channels(channels, || with_limit(limit, || recv_guarded(&own.passed)))
-                    }
+                match own.read(limit, wait) {
+                    Received::Message(message) => Ok(message),
+                    Received::Empty => return Read::Empty,
+                    Received::End => Err(IpcError::Disconnected),
+                    Received::Refused(reason) => return Read::Ended(Some(reason)),
                 }
             }
             (Some(socket), None) => {

@@ -481,6 +481,92 @@ impl Socket {
     }
 }
 
+/// Reads one channel's messages with one system call each (`Socket::read_packet`), where
+/// `ipc-channel`'s `recv` behind a peek takes two, and allocates nothing per message: a message
+/// without descriptors is read into a buffer kept here and decoded from it (postcard, as
+/// `ipc-channel` does); one with descriptors (channels, shared memory) is sent on, as it came,
+/// through a channel of this process whose receiving end `ipc-channel` then reads, so that its
+/// descriptors become its handles. Every message is checked before anything is decoded.
+pub(crate) struct PacketReader<T> {
+    socket: Socket,
+    buffer: Vec<u8>,
+    /// The sending end of the pass-on channel; `reinject` is its socket.
+    _pass: ipc_channel::ipc::OpaqueIpcSender,
+    reinject: Socket,
+    passed: ipc_channel::ipc::IpcReceiver<T>,
+}
+
+/// What [`PacketReader::read`] got.
+pub(crate) enum Received<T> {
+    Message(T),
+    /// Nothing there yet (a read that does not wait).
+    Empty,
+    /// The channel ended.
+    End,
+    /// The message was refused, did not decode, or reading failed: why.
+    Refused(String),
+}
+
+impl<T: Serialize + for<'de> Deserialize<'de> + 'static> PacketReader<T> {
+    /// A reader of `socket`, the receiving end's descriptor; `None` when the pass-on channel
+    /// cannot be made or found.
+    pub(crate) fn new(socket: Socket) -> Option<PacketReader<T>> {
+        let (pass, passed) = ipc_channel::ipc::channel::<T>().ok()?;
+        let pass = pass.to_opaque();
+        let reinject = Socket::find(&pass, std::process::id())?;
+        Some(PacketReader {
+            socket,
+            // Zeroed lazily by the allocator: only the pages messages reach are touched.
+            buffer: vec![0; packet_buffer_len()],
+            _pass: pass,
+            reinject,
+            passed,
+        })
+    }
+
+    /// Reads and decodes the next message, waiting for one unless `wait` is false; refuses
+    /// one over `limit`.
+    pub(crate) fn read(&mut self, limit: usize, wait: bool) -> Received<T> {
+        let packet = self
+            .socket
+            .read_packet(&mut self.buffer, limit, self.reinject, wait);
+        let decoded = match packet {
+            Err(reason) => return Received::Refused(reason),
+            Ok(Packet::Empty) => return Received::Empty,
+            Ok(Packet::End) => return Received::End,
+            Ok(Packet::Data { len }) => {
+                let data = &self.buffer[PACKET_HEADER..PACKET_HEADER + len];
+                with_channels(0, || {
+                    with_limit(limit, || {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            postcard::from_bytes::<T>(data).map_err(|e| e.to_string())
+                        }))
+                    })
+                })
+            }
+            Ok(Packet::Passed { channels }) => with_channels(channels, || {
+                with_limit(limit, || {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.passed.recv().map_err(|e| match e {
+                            ipc_channel::IpcError::SerializationError(e) => e.to_string(),
+                            other => format!("passing it on failed: {other}"),
+                        })
+                    }))
+                })
+            }),
+        };
+        match decoded {
+            Ok(Ok(message)) => Received::Message(message),
+            Ok(Err(e)) => Received::Refused(format!("it sent a message that does not decode: {e}")),
+            // `ipc-channel`'s deserializer panics on a message that names a channel it does not
+            // carry.
+            Err(_) => {
+                Received::Refused("it sent a message that names a channel it did not send".into())
+            }
+        }
+    }
+}
+
 /// The first descriptor number in the `Debug` form of an `ipc-channel` 0.23 handle:
 /// `OsIpcSender { fd: SharedFileDescriptor(5) }` or `OsIpcReceiver { fd: Cell { value: 6 } }`.
 fn fd_in_debug(text: &str) -> Option<i32> {
