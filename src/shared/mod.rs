@@ -28,6 +28,27 @@ use park::PARKING;
 /// Only one process and one value ever hold its memory: sending moves it, and cloning copies the
 /// bytes into new shared memory. (Shared memory must not be written by two parties at once.)
 ///
+/// ```no_run
+/// use bincrew::{RequestArgs, SharedBuffer, Worker};
+///
+/// fn invert(args: RequestArgs<SharedBuffer>) -> SharedBuffer {
+///     let mut image = args.request;
+///     image.iter_mut().for_each(|b| *b = !*b);
+///     image // back to the app, still without a copy
+/// }
+///
+/// fn main() {
+///     bincrew::init!();
+///     bincrew::run_worker_blocking("invert", invert);
+///
+///     let worker = Worker::<SharedBuffer, SharedBuffer>::start_blocking("invert").unwrap();
+///     let mut image = SharedBuffer::zeroed(64 << 20);
+///     image[..4].copy_from_slice(&[1, 2, 3, 4]);
+///     let inverted = worker.run_blocking(image).unwrap();
+///     assert_eq!(inverted[0], !1);
+/// }
+/// ```
+///
 /// # Reuse of mappings
 ///
 /// A buffer that goes back and forth keeps its mapping on each side: in steady state it comes
@@ -49,30 +70,9 @@ use park::PARKING;
 ///
 /// - Serializing a buffer by other means than a request or response (with `serde` directly)
 ///   marks it sent as well: when it drops, its mapping stays parked for up to a second.
-/// - An answer that arrives before the sending thread has dropped the request (it was
-///   preempted between its send and its drop) is mapped anew, as if it had not been parked.
-///
-
-/// ```no_run
-/// use bincrew::{RequestArgs, SharedBuffer, Worker};
-///
-/// fn invert(args: RequestArgs<SharedBuffer>) -> SharedBuffer {
-///     let mut image = args.request;
-///     image.iter_mut().for_each(|b| *b = !*b);
-///     image // back to the app, still without a copy
-/// }
-///
-/// fn main() {
-///     bincrew::init!();
-///     bincrew::run_worker_blocking("invert", invert);
-///
-///     let worker = Worker::<SharedBuffer, SharedBuffer>::start_blocking("invert").unwrap();
-///     let mut image = SharedBuffer::zeroed(64 << 20);
-///     image[..4].copy_from_slice(&[1, 2, 3, 4]);
-///     let inverted = worker.run_blocking(image).unwrap();
-///     assert_eq!(inverted[0], !1);
-/// }
-/// ```
+/// - An answer decoded before the sending thread has dropped the request (the peer preempted
+///   it between its send and its drop) waits for that drop a few scheduler yields at most, then
+///   is mapped anew.
 pub struct SharedBuffer {
     memory: IpcSharedMemory,
     /// The buffer's identity: it travels with the memory, and names the parked mapping when
@@ -125,7 +125,8 @@ fn new_token() -> u128 {
 impl Drop for SharedBuffer {
     fn drop(&mut self) {
         if self.sent.load(Ordering::Relaxed) {
-            // The buffer may come back: keep its mapping (parking takes care of ending it).
+            // The buffer may come back: keep its mapping (parking takes care of ending it). Even
+            // an empty one (`into_shared_memory`) is no longer in flight.
             let memory = std::mem::replace(&mut self.memory, IpcSharedMemory::from_bytes(&[]));
             PARKING.park(self.token, memory);
         }
@@ -153,7 +154,9 @@ impl DerefMut for SharedBuffer {
 /// Encoded as `(token, region)`.
 impl Serialize for SharedBuffer {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.sent.store(true, Ordering::Relaxed);
+        if !self.sent.swap(true, Ordering::Relaxed) {
+            PARKING.sending(self.token);
+        }
         (self.token, &self.memory).serialize(serializer)
     }
 }

@@ -16,6 +16,10 @@
 //! populated mapping) happens only on the sweeper, never on the thread that parks or takes.
 //! Nothing here waits on another process; the one lock is held only to move entries in and out.
 //!
+//! The cache also counts the buffers serialized and not yet dropped (in flight), so that a
+//! decoding that comes between a send and the sender's drop (the peer preempted the sender)
+//! yields to that thread of its own process, a few times at most, instead of mapping anew.
+//!
 //! Why a token may be trusted this far: tokens are unguessable, so a peer can only name a token
 //! it has seen, that is, a buffer it received, whose memory it could write anyway (it may keep
 //! its descriptor). A forged or replayed token therefore gives it nothing new: at most, the
@@ -48,6 +52,10 @@ pub(crate) const MAX_ENTRIES: usize = 64;
 /// alone, for up to [`EXPIRY`]. The oldest is evicted first; a buffer larger than this is never
 /// parked.
 pub(crate) const MAX_BYTES: usize = 1 << 30;
+
+/// How many times a decoding yields to a thread of its own process that sent a buffer with the
+/// token it decodes and has not dropped it yet (see [`Parking::take`]).
+const YIELDS: usize = 16;
 
 /// The caps of one cache: the constants above, smaller in unit tests.
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +90,8 @@ struct ParkState {
     bytes: usize,
     /// Mappings evicted by the caps or replaced, for the sweeper to unmap.
     evicted: Vec<IpcSharedMemory>,
+    /// The tokens of buffers serialized and not yet dropped, with how many buffers each.
+    in_flight: BTreeMap<u128, usize>,
     /// Whether the sweeper thread runs; cleared by the sweeper itself, under this lock, when it
     /// finds nothing left to do.
     sweeper: bool,
@@ -103,21 +113,35 @@ impl Parking {
                 next_seq: 0,
                 bytes: 0,
                 evicted: Vec::new(),
+                in_flight: BTreeMap::new(),
                 sweeper: false,
             }),
             wake: Condvar::new(),
         }
     }
 
-    /// Parks the mapping of a sent buffer under its token. What cannot be parked (an empty or
-    /// oversized region; everything, if no sweeper thread can be started to expire it) is
-    /// dropped here.
+    /// A buffer with this token was serialized for the first time: it is in flight until it
+    /// drops (and [`park`][Self::park] is called).
+    pub(crate) fn sending(&self, token: u128) {
+        *lock(&self.state).in_flight.entry(token).or_insert(0) += 1;
+    }
+
+    /// Parks the mapping of a sent buffer that drops, under its token. What cannot be parked
+    /// (an empty or oversized region; everything, if no sweeper thread can be started to expire
+    /// it) is dropped here.
     pub(crate) fn park(&'static self, token: u128, memory: IpcSharedMemory) {
         let len = memory.len();
+        let mut state = lock(&self.state);
+        if let Some(count) = state.in_flight.get_mut(&token) {
+            *count -= 1;
+            if *count == 0 {
+                state.in_flight.remove(&token);
+            }
+        }
         if len == 0 || len > self.caps.bytes || self.caps.entries == 0 {
+            drop(state);
             return;
         }
-        let mut state = lock(&self.state);
         let start_sweeper = !state.sweeper;
         state.sweeper = true;
         let seq = state.next_seq;
@@ -168,7 +192,25 @@ impl Parking {
     }
 
     /// Takes the mapping parked under `token`, if any: at most once.
+    ///
+    /// When a buffer with this token is in flight (serialized here and not yet dropped), its
+    /// sending thread is between its send and its drop: the peer answered before it could drop
+    /// the buffer, as happens when the peer shares its CPU and preempts it. This thread then
+    /// yields to it, a few times at most, rather than map the buffer anew. It waits on no other
+    /// process, and a buffer that stays in flight (serialized by hand and kept) costs a decoding
+    /// [`YIELDS`] yields, no more.
     pub(crate) fn take(&self, token: u128) -> Option<IpcSharedMemory> {
+        for _ in 0..YIELDS {
+            let mut state = lock(&self.state);
+            if let Some(memory) = state.remove(token) {
+                return Some(memory);
+            }
+            if !state.in_flight.contains_key(&token) {
+                return None;
+            }
+            drop(state);
+            thread::yield_now();
+        }
         lock(&self.state).remove(token)
     }
 
@@ -286,6 +328,27 @@ mod tests {
         );
         assert_eq!(parking.take(3).map(|m| m[0]), Some(3));
         assert_eq!(parking.take(4).map(|m| m[0]), Some(4));
+    }
+
+    #[test]
+    fn a_token_in_flight_is_waited_for_a_few_yields_only() {
+        let parking = parking(Caps {
+            expiry: LONG,
+            entries: 8,
+            bytes: 1 << 20,
+        });
+        parking.sending(4);
+        // Its buffer is never dropped: the decoding gives up.
+        assert!(parking.take(4).is_none());
+        // Dropped (on another thread) before the decoding: taken, and no longer in flight.
+        parking.sending(5);
+        let memory = region(5, 4096);
+        let address = memory.as_ptr() as usize;
+        let dropper = thread::spawn(move || parking.park(5, memory));
+        dropper.join().expect("parks");
+        let taken = parking.take(5).expect("parked");
+        assert_eq!(taken.as_ptr() as usize, address);
+        assert!(!lock(&parking.state).in_flight.contains_key(&5));
     }
 
     #[test]
