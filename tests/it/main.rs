@@ -15,6 +15,8 @@ mod isolation;
 mod locate;
 mod observe;
 mod selfspawn;
+#[cfg(target_os = "linux")]
+mod shared_buffer;
 mod supervision;
 mod support;
 mod wire;

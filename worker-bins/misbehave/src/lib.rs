@@ -74,6 +74,18 @@ pub enum Request {
     Allocate(u64),
     /// Add one to every byte of the buffer in place, and send it back.
     Increment(bincrew::SharedBuffer),
+    /// Wait like `WaitFor` for a `Release` of `after`, when given; then answer `Stamped` with
+    /// where the buffer is mapped in this process and whether that mapping already carries the
+    /// mark of [`mark_mapping`] (it is a mapping this process kept from an earlier `Stamp`),
+    /// after marking it and adding one to every byte.
+    Stamp {
+        /// The buffer, sent back.
+        buffer: bincrew::SharedBuffer,
+        /// The key to wait for.
+        after: Option<String>,
+    },
+    /// Answer with the byte sum of the buffer, which is dropped, not sent back.
+    Sum(bincrew::SharedBuffer),
     /// Answer with how many `Busy` requests saw their cancellation.
     CancelledCount,
     /// Answer with the number of descriptors this process has open that are sockets.
@@ -120,4 +132,62 @@ pub enum Response {
     Number(u64),
     /// A shared buffer.
     Buffer(bincrew::SharedBuffer),
+    /// The answer to `Stamp`.
+    Stamped {
+        /// The buffer.
+        buffer: bincrew::SharedBuffer,
+        /// Where the worker had it mapped.
+        address: u64,
+        /// Whether that mapping carried the mark already.
+        marked: bool,
+    },
+}
+
+/// Marks the mapping that holds `bytes` (which must start it), so that [`mapping_is_marked`]
+/// tells this mapping from a new mapping of the same memory: `MADV_DONTDUMP`, which shows as
+/// `dd` among the mapping's `VmFlags` in `/proc/self/smaps`. Linux only; `false` if it failed.
+pub fn mark_mapping(bytes: &[u8]) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: the range is mapped (it is `bytes`); MADV_DONTDUMP only leaves it out of core
+        // dumps.
+        unsafe {
+            libc::madvise(
+                bytes.as_ptr() as *mut libc::c_void,
+                bytes.len(),
+                libc::MADV_DONTDUMP,
+            ) == 0
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = bytes;
+        false
+    }
+}
+
+/// Whether the mapping that holds `bytes` carries the mark of [`mark_mapping`].
+pub fn mapping_is_marked(bytes: &[u8]) -> bool {
+    let address = bytes.as_ptr() as u64;
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return false;
+    };
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((start, end)) = first.split_once('-') {
+            if let (Ok(start), Ok(end)) =
+                (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+            {
+                inside = (start..end).contains(&address);
+                continue;
+            }
+        }
+        if inside {
+            if let Some(flags) = line.strip_prefix("VmFlags:") {
+                return flags.split_whitespace().any(|flag| flag == "dd");
+            }
+        }
+    }
+    false
 }

@@ -20,17 +20,22 @@ static RELEASE: Condvar = Condvar::new();
 /// Set by the slow panic hook: every `WaitFor` is released.
 static RELEASE_ALL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Waits until a `Release` of `key` has arrived (or every wait is released).
+fn wait_for(key: &str) {
+    let mut released = RELEASED.lock().unwrap_or_else(|e| e.into_inner());
+    while !released.get_or_insert_with(HashSet::new).contains(key)
+        && !RELEASE_ALL.load(Ordering::SeqCst)
+    {
+        released = RELEASE.wait(released).unwrap_or_else(|e| e.into_inner());
+    }
+}
+
 fn handle(args: RequestArgs<Request>) -> Response {
     let cancel = args.cancel_token();
     match args.request {
         Request::Echo(text) => Response::Text(text),
         Request::WaitFor(key) => {
-            let mut released = RELEASED.lock().unwrap_or_else(|e| e.into_inner());
-            while !released.get_or_insert_with(HashSet::new).contains(&key)
-                && !RELEASE_ALL.load(Ordering::SeqCst)
-            {
-                released = RELEASE.wait(released).unwrap_or_else(|e| e.into_inner());
-            }
+            wait_for(&key);
             Response::Text(key)
         }
         Request::Release(key) => {
@@ -96,6 +101,23 @@ fn handle(args: RequestArgs<Request>) -> Response {
             }
             Response::Buffer(buffer)
         }
+        Request::Stamp { mut buffer, after } => {
+            if let Some(key) = after {
+                wait_for(&key);
+            }
+            let address = buffer.as_ptr() as u64;
+            let marked = misbehave::mapping_is_marked(&buffer);
+            misbehave::mark_mapping(&buffer);
+            for byte in buffer.iter_mut() {
+                *byte = byte.wrapping_add(1);
+            }
+            Response::Stamped {
+                buffer,
+                address,
+                marked,
+            }
+        }
+        Request::Sum(buffer) => Response::Number(buffer.iter().map(|b| u64::from(*b)).sum()),
         Request::CancelledCount => Response::Number(CANCELLED.load(Ordering::Relaxed)),
         Request::CrashOnce(marker) => {
             if std::fs::create_dir(&marker).is_ok() {
