@@ -386,8 +386,8 @@ impl<I: IpcValue, O: IpcValue> Link<O> for Connection<I, O> {
         self.turns.wait(self, slot, deadline)
     }
 
-    fn try_read(&self) -> bool {
-        self.turns.try_read(self)
+    fn try_read(&self, slot: &Slot<O>) {
+        self.turns.try_read(self, slot);
     }
 
     fn polled(&self) {

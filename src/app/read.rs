@@ -31,6 +31,7 @@
 //! cannot make the app allocate without bound, wait for the rest of a message that never comes,
 //! or panic.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,8 @@ pub(super) struct ReadTurns<O> {
     /// Where the reader thread waits instead of `reader_turn`, when it need not sit on the
     /// channel while idle (see [`Watch`]).
     watch: Option<Watch>,
+    /// Whether a future's `poll` steps aside once for the worker to answer.
+    yields: Yields,
 }
 
 /// What lets the reader thread leave the channel alone while no future waits: the worker's
@@ -125,6 +128,7 @@ impl<O: serde::Serialize + serde::de::DeserializeOwned + 'static> ReadTurns<O> {
             reader_turn: Condvar::new(),
             socket,
             watch,
+            yields: Yields::new(),
         }
     }
 }
@@ -145,6 +149,55 @@ pub(super) trait Inbox<O>: Send + Sync {
     fn has_pending(&self) -> bool;
     /// The error of a request that ended without its own result.
     fn shut_down(&self) -> RunError;
+}
+
+/// What one read of [`ReadTurns::try_read_once`] did.
+enum Tried {
+    /// A message was read (or the end seen).
+    Read,
+    /// Nothing was there.
+    Empty,
+    /// Someone else reads, or nothing may be read here.
+    Busy,
+}
+
+/// Whether stepping aside once in a future's `poll` lets the worker answer in time, as it does
+/// when both share a CPU: counted over windows of [`YIELD_WINDOW`] tries; after a window with
+/// fewer than an eighth answered, no step aside for the next [`YIELD_PAUSE`] polls.
+struct Yields {
+    /// Tries and answers in the current window, `tries << 16 | answered`.
+    window: AtomicU32,
+    paused: AtomicU32,
+}
+
+const YIELD_WINDOW: u32 = 32;
+const YIELD_PAUSE: u32 = 1024;
+
+impl Yields {
+    fn new() -> Self {
+        Yields {
+            window: AtomicU32::new(0),
+            paused: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether to skip the step aside this time.
+    fn skip(&self) -> bool {
+        self.paused
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| p.checked_sub(1))
+            .is_ok()
+    }
+
+    fn record(&self, answered: bool) {
+        let add = (1 << 16) | u32::from(answered);
+        let window = self.window.fetch_add(add, Ordering::Relaxed) + add;
+        if window >> 16 >= YIELD_WINDOW {
+            self.window.store(0, Ordering::Relaxed);
+            if window & 0xffff < YIELD_WINDOW / 8 {
+                self.paused.store(YIELD_PAUSE, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// How one read turn ended.
@@ -380,26 +433,45 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
     /// A future's `poll`: reads one message if one is there and the turn is free, without
     /// waiting; `true` when it read one (whose answers may complete the caller's request).
     /// Only with a [`Watch`]: otherwise the reader thread may sit on the channel.
-    pub(super) fn try_read(&self, inbox: &dyn Inbox<O>) -> bool {
+    pub(super) fn try_read(&self, inbox: &dyn Inbox<O>, slot: &Slot<O>) {
+        if let Tried::Read = self.try_read_once(inbox) {
+            return;
+        }
+        if slot.is_answered() || self.watch.is_none() || self.yields.skip() {
+            return;
+        }
+        // Not answered yet. When the worker shares this CPU, it runs if this thread steps aside
+        // once (the send woke it), and so does the reader thread if it holds the turn; the
+        // answer is then here without two more thread switches. When that does not pay (the
+        // worker runs elsewhere, or other threads take the CPU), stop trying for a while.
+        std::thread::yield_now();
+        if !slot.is_answered() {
+            let _ = self.try_read_once(inbox);
+        }
+        self.yields.record(slot.is_answered());
+    }
+
+    /// One read that does not wait, when the turn is free.
+    fn try_read_once(&self, inbox: &dyn Inbox<O>) -> Tried {
         if self.watch.is_none() {
-            return false;
+            return Tried::Busy;
         }
         let mut turns = lock(&self.turns);
         if turns.ended || turns.end_seen.is_some() || turns.waiters > 0 {
-            return false;
+            return Tried::Busy;
         }
         let Some(mut receiver) = turns.receiver.take() else {
-            return false;
+            return Tried::Busy;
         };
         drop(turns);
         match self.read_message(inbox, &mut receiver, None, false) {
             Read::Message => {
                 self.give_back(inbox, receiver, 0);
-                true
+                Tried::Read
             }
             Read::Empty | Read::Deadline => {
                 self.give_back(inbox, receiver, 0);
-                false
+                Tried::Empty
             }
             Read::Ended(reason) => {
                 // Settling waits for the process (up to a bound), which an executor thread must
@@ -408,7 +480,7 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
                 let mut turns = lock(&self.turns);
                 turns.end_seen = Some(reason);
                 self.wake_reader(turns);
-                true
+                Tried::Read
             }
         }
     }

@@ -21,9 +21,9 @@ pub(crate) trait Link<O>: Send + Sync {
     /// Blocks until `slot` is answered, reading the channel itself when nobody else does, but
     /// never past `deadline` (the request's timeout).
     fn wait(&self, slot: &Slot<O>, deadline: Option<Instant>) -> Result<O, RunError>;
-    /// Reads one message if one is there and nobody else reads, without waiting; `true` when
-    /// it read one (the reply's slot may be answered now).
-    fn try_read(&self) -> bool;
+    /// Tries to have `slot` answered without waiting: reads a message that is already there
+    /// when nobody else reads, and may step aside once for a worker that shares this CPU.
+    fn try_read(&self, slot: &Slot<O>);
     /// A future returned `Pending`: someone must read the channel for it.
     fn polled(&self);
     /// The reply was dropped unanswered: withdraw or cancel request `id`.
@@ -92,6 +92,11 @@ impl<O> Slot<O> {
     }
 
     /// The result, once.
+    /// Whether the result came.
+    pub(crate) fn is_answered(&self) -> bool {
+        lock(&self.state).result.is_some()
+    }
+
     pub(crate) fn take(&self) -> Option<Result<O, RunError>> {
         lock(&self.state).result.take()
     }
@@ -274,7 +279,7 @@ impl<O> Future for Reply<O> {
                         // answered before the send returned): read it here, without waiting,
                         // rather than wake the reader thread to read it and wake this task.
                         drop(state);
-                        sent.link.try_read();
+                        sent.link.try_read(&sent.slot);
                         state = lock(&sent.slot.state);
                     }
                     if let Some(result) = state.result.take() {
