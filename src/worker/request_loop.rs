@@ -32,7 +32,7 @@ use crate::sync::lock;
 use crate::wire::hello::{Hello, RawBytes};
 use crate::wire::messages::{recv_guarded, Answer, Control, Job, Ready, ToAppRef};
 use crate::wire::shape;
-use crate::wire::transport::{self, Framed, FramedRef, Socket};
+use crate::wire::transport::{self, Framed, FramedRef, PacketReader, Received, Socket};
 use crate::IpcValue;
 
 /// How long a panicking worker tries to report its panic before it exits anyway.
@@ -57,7 +57,36 @@ impl Default for QueueLimit {
     }
 }
 
-type Requests<I> = IpcReceiver<Framed<Vec<(u64, Job<I>)>>>;
+/// One message of the request channel.
+type Batch<I> = Framed<Vec<(u64, Job<I>)>>;
+type Requests<I> = IpcReceiver<Batch<I>>;
+
+/// The request channel's receiving end, read with bincrew's own read where its socket is known
+/// (one `recvmsg` into a buffer kept between messages), else by `ipc-channel`.
+struct RequestReader<I> {
+    receiver: Requests<I>,
+    own: Option<PacketReader<Batch<I>>>,
+}
+
+impl<I: IpcValue> RequestReader<I> {
+    fn recv(&mut self) -> Result<Batch<I>, IpcError> {
+        let Some(own) = &mut self.own else {
+            return recv_guarded(&self.receiver);
+        };
+        // The app is trusted with the size of what it sends: the worker's queue limits what it
+        // holds.
+        match own.read(usize::MAX, true) {
+            Received::Message(message) => Ok(message),
+            Received::End => Err(IpcError::Disconnected),
+            Received::Refused(reason) => Err(IpcError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                reason,
+            ))),
+            // A read that waits is never empty; read as `ipc-channel` would.
+            Received::Empty => recv_guarded(&self.receiver),
+        }
+    }
+}
 
 pub(crate) type Handler<I, O> = Arc<dyn Fn(RequestArgs<I>) -> O + Send + Sync>;
 
@@ -110,13 +139,17 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
     // handler thread reads, so a thread that reads a request can run it without first waking
     // another to read in its place.
     let me = std::process::id();
+    let request_socket = Socket::find(&request_rx, me);
     let watch = Socket::find(&control_rx, me)
-        .zip(Socket::find(&request_rx, me))
+        .zip(request_socket)
         .and_then(|(control, requests)| control.watch_with(requests));
 
     let loop_ = Arc::new(Loop {
         handler,
-        receiver: Mutex::new(request_rx),
+        receiver: Mutex::new(RequestReader {
+            own: request_socket.and_then(PacketReader::new),
+            receiver: request_rx,
+        }),
         answers,
         outbox: Outbox::new(MAX_BATCH),
         jobs: Mutex::new(Jobs {
@@ -199,7 +232,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
 struct Loop<I, O> {
     handler: Handler<I, O>,
     /// Read by one thread at a time: the one that is `receiving`.
-    receiver: Mutex<Requests<I>>,
+    receiver: Mutex<RequestReader<I>>,
     /// The worker-to-app channel.
     answers: OpaqueIpcSender,
     outbox: Outbox<Answer<O>>,
@@ -401,7 +434,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
     }
 
     fn receive(self: &Arc<Self>) {
-        let message = recv_guarded(&lock(&self.receiver));
+        let message = lock(&self.receiver).recv();
         let mut dropped = Vec::new();
         let mut undecodable = Vec::new();
         let (queued, lazy, drained) = {
