@@ -269,9 +269,9 @@ pub(crate) fn packet_buffer_len() -> usize {
 /// packet is refused, or why reading failed.
 pub(crate) fn read_packet(
     fd: i32,
-    buffer: &mut [u8],
+    buffer: &mut [std::mem::MaybeUninit<u8>],
     limit: usize,
-    reinject: i32,
+    reinject: &mut dyn FnMut() -> Option<i32>,
     wait: bool,
 ) -> Result<Packet, String> {
     let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
@@ -315,9 +315,13 @@ pub(crate) fn read_packet(
             return Ok(Packet::End);
         }
         let fds = received_fds(&msg);
+        // SAFETY: recvmsg wrote the packet's first `min(n, buffer.len())` bytes.
+        let received = unsafe {
+            std::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), n.min(buffer.len()))
+        };
         let mut header = [0u8; HEADER];
-        let copied = n.min(HEADER).min(buffer.len());
-        header[..copied].copy_from_slice(&buffer[..copied]);
+        let copied = received.len().min(HEADER);
+        header[..copied].copy_from_slice(&received[..copied]);
         let verdict = if n > buffer.len() {
             Err(format!(
                 "it sent a packet of {n} bytes, more than a channel carries at once"
@@ -333,7 +337,10 @@ pub(crate) fn read_packet(
             return Ok(Packet::Data { len: n - HEADER });
         }
         let channels = fds.iter().filter(|&&fd| is_socket(fd)).count();
-        let passed = send_packet(reinject, &buffer[..n], &fds);
+        let passed = match reinject() {
+            Some(reinject) => send_packet(reinject, received, &fds),
+            None => Err(std::io::Error::other("no channel to pass it on")),
+        };
         // The message in flight holds its own references to the descriptors.
         close_all(&fds);
         return passed

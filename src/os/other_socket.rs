@@ -42,9 +42,9 @@ pub(crate) fn packet_buffer_len() -> usize {
 
 pub(crate) fn read_packet(
     _fd: i32,
-    _buffer: &mut [u8],
+    _buffer: &mut [std::mem::MaybeUninit<u8>],
     _limit: usize,
-    _reinject: i32,
+    _reinject: &mut dyn FnMut() -> Option<i32>,
     _wait: bool,
 ) -> Result<Packet, String> {
     Ok(Packet::End)

@@ -468,16 +468,23 @@ impl Socket {
     /// [`Packet::Empty`] when none is there), and checks it as [`Socket::check_next`]
     /// does: one system call instead of a peek and `ipc-channel`'s read. A message without
     /// descriptors stays in `buffer` (at least [`packet_buffer_len`] bytes) for the caller to
-    /// decode ([`Packet::Data`]); one with descriptors is sent on unchanged through `reinject`,
-    /// a sending end of this process, for `ipc-channel` to read at the other end.
+    /// decode ([`Packet::Data`]); one with descriptors is sent on unchanged through the socket
+    /// `reinject` gives (a sending end of this process, made when first needed), for
+    /// `ipc-channel` to read at the other end.
     pub(crate) fn read_packet(
         self,
-        buffer: &mut [u8],
+        buffer: &mut [std::mem::MaybeUninit<u8>],
         limit: usize,
-        reinject: Socket,
+        reinject: &mut dyn FnMut() -> Option<Socket>,
         wait: bool,
     ) -> Result<Packet, String> {
-        imp::read_packet(self.fd, buffer, limit, reinject.fd, wait)
+        imp::read_packet(
+            self.fd,
+            buffer,
+            limit,
+            &mut || reinject().map(|s| s.fd),
+            wait,
+        )
     }
 }
 
@@ -489,11 +496,32 @@ impl Socket {
 /// descriptors become its handles. Every message is checked before anything is decoded.
 pub(crate) struct PacketReader<T> {
     socket: Socket,
-    buffer: Vec<u8>,
-    /// The sending end of the pass-on channel; `reinject` is its socket.
-    _pass: ipc_channel::ipc::OpaqueIpcSender,
-    reinject: Socket,
-    passed: ipc_channel::ipc::IpcReceiver<T>,
+    /// Never zeroed: only what the kernel writes is read, so only the pages messages reach
+    /// become resident.
+    buffer: Vec<std::mem::MaybeUninit<u8>>,
+    /// Made with the first message that carries descriptors.
+    pass: Option<PassOn<T>>,
+}
+
+/// The channel messages with descriptors are passed on through.
+struct PassOn<T> {
+    /// The sending end; `socket` is its descriptor.
+    _sender: ipc_channel::ipc::OpaqueIpcSender,
+    socket: Socket,
+    receiver: ipc_channel::ipc::IpcReceiver<T>,
+}
+
+impl<T: Serialize + for<'de> Deserialize<'de> + 'static> PassOn<T> {
+    fn new() -> Option<PassOn<T>> {
+        let (sender, receiver) = ipc_channel::ipc::channel::<T>().ok()?;
+        let sender = sender.to_opaque();
+        let socket = Socket::find(&sender, std::process::id())?;
+        Some(PassOn {
+            _sender: sender,
+            socket,
+            receiver,
+        })
+    }
 }
 
 /// What [`PacketReader::read`] got.
@@ -508,34 +536,44 @@ pub(crate) enum Received<T> {
 }
 
 impl<T: Serialize + for<'de> Deserialize<'de> + 'static> PacketReader<T> {
-    /// A reader of `socket`, the receiving end's descriptor; `None` when the pass-on channel
-    /// cannot be made or found.
+    /// A reader of `socket`, the receiving end's descriptor.
     pub(crate) fn new(socket: Socket) -> Option<PacketReader<T>> {
-        let (pass, passed) = ipc_channel::ipc::channel::<T>().ok()?;
-        let pass = pass.to_opaque();
-        let reinject = Socket::find(&pass, std::process::id())?;
+        let mut buffer = Vec::with_capacity(packet_buffer_len());
+        buffer.resize(packet_buffer_len(), std::mem::MaybeUninit::uninit());
         Some(PacketReader {
             socket,
-            // Zeroed lazily by the allocator: only the pages messages reach are touched.
-            buffer: vec![0; packet_buffer_len()],
-            _pass: pass,
-            reinject,
-            passed,
+            buffer,
+            pass: None,
         })
     }
 
     /// Reads and decodes the next message, waiting for one unless `wait` is false; refuses
     /// one over `limit`.
     pub(crate) fn read(&mut self, limit: usize, wait: bool) -> Received<T> {
-        let packet = self
-            .socket
-            .read_packet(&mut self.buffer, limit, self.reinject, wait);
+        let pass = &mut self.pass;
+        let packet = self.socket.read_packet(
+            &mut self.buffer,
+            limit,
+            &mut || {
+                if pass.is_none() {
+                    *pass = PassOn::new();
+                }
+                pass.as_ref().map(|p| p.socket)
+            },
+            wait,
+        );
         let decoded = match packet {
             Err(reason) => return Received::Refused(reason),
             Ok(Packet::Empty) => return Received::Empty,
             Ok(Packet::End) => return Received::End,
             Ok(Packet::Data { len }) => {
-                let data = &self.buffer[PACKET_HEADER..PACKET_HEADER + len];
+                // SAFETY: `read_packet` had the kernel write the header and `len` bytes of data.
+                let data = unsafe {
+                    std::slice::from_raw_parts(
+                        self.buffer.as_ptr().cast::<u8>().add(PACKET_HEADER),
+                        len,
+                    )
+                };
                 with_channels(0, || {
                     with_limit(limit, || {
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -547,7 +585,10 @@ impl<T: Serialize + for<'de> Deserialize<'de> + 'static> PacketReader<T> {
             Ok(Packet::Passed { channels }) => with_channels(channels, || {
                 with_limit(limit, || {
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        self.passed.recv().map_err(|e| match e {
+                        let Some(pass) = &self.pass else {
+                            return Err("no channel to pass it on".to_owned());
+                        };
+                        pass.receiver.recv().map_err(|e| match e {
                             ipc_channel::IpcError::SerializationError(e) => e.to_string(),
                             other => format!("passing it on failed: {other}"),
                         })
