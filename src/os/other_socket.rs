@@ -37,6 +37,7 @@ pub(crate) struct Readable {
     pub(crate) control: bool,
     pub(crate) requests: bool,
     pub(crate) notified: bool,
+    pub(crate) deadline: bool,
 }
 
 impl Watch {
@@ -50,11 +51,16 @@ impl Watch {
 
     pub(crate) fn notify(&self) {}
 
+    pub(crate) fn start_deadline(&self, _after: Duration) {}
+
+    pub(crate) fn stop_deadline(&self) {}
+
     pub(crate) fn wait(&self) -> Readable {
         Readable {
             control: true,
             requests: false,
             notified: true,
+            deadline: true,
         }
     }
 }

@@ -1,13 +1,22 @@
-//! The worker's answers: sent together, without a sender thread and without added delay.
+//! The worker's answers: sent together, without a sender thread, and held back at most briefly.
 //!
 //! Items are pushed into an [`Outbox`]. [`Outbox::flush`] makes the calling thread the sender
 //! unless another thread already is: the sender takes everything queued (up to the batch cap),
 //! sends it as one message outside the lock, and goes on until the queue is empty. Items queued
 //! while a send is under way go out in the next batch, right after it, so under load one message
-//! carries many items, and an item alone is sent at once.
+//! carries many items.
+//!
+//! A thread that pushed an item and is about to do more work whose results would share its
+//! message (a handler thread that runs another request already queued) may call
+//! [`Outbox::hold`] instead of flushing. Held items wait for the next flush, whoever makes it:
+//! the holder's own once the queue of requests is empty or the outbox holds a full batch, a
+//! cancellation's, or the [`Deadline`]'s. The deadline is started when the first item is held
+//! (one call per batch, never per item) and stopped by the flush that takes them, so a held
+//! item waits at most the deadline's length, however long the holder's next work takes.
+//! Without a deadline nothing is held: `hold` says so and the caller flushes.
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use crate::sync::lock;
 
@@ -15,16 +24,29 @@ use crate::sync::lock;
 /// regions per message: responses that carry more than 4 of them need a lower cap.
 pub(crate) const MAX_BATCH: usize = 16;
 
+/// Bounds how long items are held: whoever owns it calls [`Outbox::flush`] when it expires.
+/// Both methods are called under the outbox's lock, so they must not block.
+pub(crate) trait Deadline: Send + Sync {
+    /// Starts the countdown (items are held now).
+    fn start(&self);
+    /// Cancels it (the held items are being sent).
+    fn stop(&self);
+}
+
 pub(crate) struct Outbox<T> {
     state: Mutex<OutboxState<T>>,
     /// Signalled when a sender stops.
     idle: Condvar,
     max_batch: usize,
+    /// Bounds the holding of items; nothing is held without it.
+    deadline: Option<Arc<dyn Deadline>>,
 }
 
 struct OutboxState<T> {
     queue: VecDeque<T>,
     sending: bool,
+    /// Items are held and the deadline runs.
+    held: bool,
 }
 
 /// Clears the sending flag if the send panics (a user's `Serialize` may).
@@ -38,14 +60,16 @@ impl<T> Drop for Sending<'_, T> {
 }
 
 impl<T> Outbox<T> {
-    pub(crate) fn new(max_batch: usize) -> Self {
+    pub(crate) fn new(max_batch: usize, deadline: Option<Arc<dyn Deadline>>) -> Self {
         Outbox {
             state: Mutex::new(OutboxState {
                 queue: VecDeque::new(),
                 sending: false,
+                held: false,
             }),
             idle: Condvar::new(),
             max_batch: max_batch.max(1),
+            deadline,
         }
     }
 
@@ -56,6 +80,26 @@ impl<T> Outbox<T> {
         state.queue.len() >= self.max_batch
     }
 
+    /// Leaves what is queued for a later flush, starting the deadline if nothing was held yet.
+    /// `false` when the caller must flush now instead: there is no deadline, or a full batch
+    /// waits.
+    pub(crate) fn hold(&self) -> bool {
+        let Some(deadline) = &self.deadline else {
+            return false;
+        };
+        let mut state = lock(&self.state);
+        if state.queue.len() >= self.max_batch {
+            return false;
+        }
+        // An empty queue was flushed by someone else meanwhile; a sender at work takes what
+        // is queued before it stops. Either way nothing waits for the deadline.
+        if !state.held && !state.sending && !state.queue.is_empty() {
+            state.held = true;
+            deadline.start();
+        }
+        true
+    }
+
     /// Sends everything queued, in batches, unless another thread is already doing so (it will
     /// send what is queued now too).
     pub(crate) fn flush(&self, mut send: impl FnMut(&[T])) {
@@ -64,6 +108,14 @@ impl<T> Outbox<T> {
             return;
         }
         state.sending = true;
+        if state.held {
+            // The held items go out now. Stopped under the lock that saw them held, so that a
+            // hold after this one starts the deadline afresh.
+            state.held = false;
+            if let Some(deadline) = &self.deadline {
+                deadline.stop();
+            }
+        }
         let guard = Sending(self);
         loop {
             let n = state.queue.len().min(self.max_batch);
@@ -74,7 +126,7 @@ impl<T> Outbox<T> {
             state = lock(&self.state);
             if state.queue.is_empty() {
                 // Cleared under the same lock that saw the queue empty: an item pushed after
-                // this is flushed by its own pusher, never left behind.
+                // this is flushed (or held) by its own pusher, never left behind.
                 state.sending = false;
                 break;
             }
@@ -86,7 +138,8 @@ impl<T> Outbox<T> {
 }
 
 impl<T> Outbox<T> {
-    /// Waits for another thread's send to end, then sends what is left: before a process exits.
+    /// Waits for another thread's send to end, then sends what is left (held items too):
+    /// before a process exits.
     pub(crate) fn drain(&self, send: impl FnMut(&[T])) {
         let mut state = lock(&self.state);
         while state.sending {
@@ -106,7 +159,7 @@ mod tests {
 
     #[test]
     fn flush_sends_in_batches_up_to_the_cap() {
-        let outbox = Outbox::new(3);
+        let outbox = Outbox::new(3, None);
         for i in 0..7 {
             outbox.push(i);
         }
@@ -118,7 +171,7 @@ mod tests {
 
     #[test]
     fn items_queued_during_a_send_go_out_next() {
-        let outbox = Outbox::new(8);
+        let outbox = Outbox::new(8, None);
         outbox.push(1);
         let mut sent = Vec::new();
         let mut pushed = false;
@@ -133,5 +186,92 @@ mod tests {
             }
         });
         assert_eq!(sent, vec![vec![1], vec![2, 3]]);
+    }
+
+    /// Counts the deadline's starts and stops.
+    #[derive(Default)]
+    struct Counted {
+        starts: std::sync::atomic::AtomicUsize,
+        stops: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Deadline for Counted {
+        fn start(&self) {
+            self.starts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn stop(&self) {
+            self.stops
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    impl Counted {
+        fn counts(&self) -> (usize, usize) {
+            (
+                self.starts.load(std::sync::atomic::Ordering::Relaxed),
+                self.stops.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        }
+    }
+
+    #[test]
+    fn nothing_is_held_without_a_deadline() {
+        let outbox = Outbox::new(8, None);
+        outbox.push(1);
+        assert!(!outbox.hold());
+    }
+
+    #[test]
+    fn held_items_share_one_message_and_one_deadline() {
+        let deadline = Arc::new(Counted::default());
+        let outbox = Outbox::new(8, Some(deadline.clone() as Arc<dyn Deadline>));
+        for i in 0..3 {
+            outbox.push(i);
+            assert!(outbox.hold());
+        }
+        // Started once for the batch, not once per item.
+        assert_eq!(deadline.counts(), (1, 0));
+        let mut sent = Vec::new();
+        outbox.flush(|batch| sent.push(batch.to_vec()));
+        assert_eq!(sent, vec![vec![0, 1, 2]]);
+        assert_eq!(deadline.counts(), (1, 1));
+        // The next held item starts it again; a flush with nothing held does not touch it.
+        outbox.push(3);
+        assert!(outbox.hold());
+        outbox.flush(|_| {});
+        outbox.push(4);
+        outbox.flush(|_| {});
+        assert_eq!(deadline.counts(), (2, 2));
+    }
+
+    #[test]
+    fn a_full_batch_is_not_held() {
+        let deadline = Arc::new(Counted::default());
+        let outbox = Outbox::new(2, Some(deadline.clone() as Arc<dyn Deadline>));
+        outbox.push(1);
+        assert!(outbox.hold());
+        assert!(outbox.push(2));
+        assert!(!outbox.hold());
+    }
+
+    #[test]
+    fn items_queued_during_a_send_are_not_held() {
+        let deadline = Arc::new(Counted::default());
+        let outbox = Outbox::new(8, Some(deadline.clone() as Arc<dyn Deadline>));
+        outbox.push(1);
+        let mut sent = Vec::new();
+        let mut pushed = false;
+        outbox.flush(|batch| {
+            sent.push(batch.to_vec());
+            if !pushed {
+                pushed = true;
+                // The sender takes it next: no deadline needed.
+                outbox.push(2);
+                assert!(outbox.hold());
+            }
+        });
+        assert_eq!(sent, vec![vec![1], vec![2]]);
+        assert_eq!(deadline.counts(), (0, 0));
     }
 }

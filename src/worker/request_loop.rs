@@ -8,7 +8,8 @@
 //!   flooding app fills its own memory, not the worker's.
 //! - the control thread always reads the control channel: cancellations and the shutdown
 //!   request reach the worker even when every handler is busy and the queue is full. When the
-//!   channel closes, the app is gone and the process exits.
+//!   channel closes, the app is gone and the process exits. With a watch (Linux) it also sends
+//!   answers that a handler thread held back for `HOLD_FOR` (see `outbox.rs`).
 //! - the main thread waits for a shutdown to drain (the request channel's `End` read, every
 //!   request answered), sends what is left and exits with code 0.
 //!
@@ -16,16 +17,16 @@
 //! panic hook starts, no other answer is sent, and the report's own send is bounded in time.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender, OpaqueIpcSender};
 use ipc_channel::IpcError;
 
 use super::exit::{exit_now, exit_with, EXIT_CANNOT_SERVE, EXIT_PANIC, EXIT_PROTOCOL};
-use super::outbox::{Outbox, MAX_BATCH};
+use super::outbox::{Deadline, Outbox, MAX_BATCH};
 use super::RequestArgs;
 use crate::os::socket::Watch;
 use crate::sync::lock;
@@ -40,6 +41,27 @@ const PANIC_REPORT_GRACE: Duration = Duration::from_secs(2);
 
 /// Set when the panic hook starts: nothing more is sent to the app.
 static PANICKING: AtomicBool = AtomicBool::new(false);
+
+/// How many answer messages this process sent (for bincrew's own tests, through
+/// `RequestArgs::answer_messages_sent`).
+pub(super) static ANSWER_MESSAGES: AtomicU64 = AtomicU64::new(0);
+
+/// The longest an answer is held back while its thread runs the next queued request, and the
+/// longest a handler may have taken for its answer to be held at all. Short enough to hide
+/// behind the app's own costs of one request (a round trip is tens of microseconds); long
+/// enough that a batch of fast handlers fills a message before it expires.
+const HOLD_FOR: Duration = Duration::from_micros(200);
+
+/// The control thread's timer bounds how long answers are held.
+impl Deadline for Watch {
+    fn start(&self) {
+        self.start_deadline(HOLD_FOR);
+    }
+
+    fn stop(&self) {
+        self.stop_deadline();
+    }
+}
 
 /// How much a worker process queues of what it received before it stops reading requests.
 #[derive(Clone, Copy, Debug)]
@@ -112,13 +134,15 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
     let me = std::process::id();
     let watch = Socket::find(&control_rx, me)
         .zip(Socket::find(&request_rx, me))
-        .and_then(|(control, requests)| control.watch_with(requests));
+        .and_then(|(control, requests)| control.watch_with(requests))
+        .map(Arc::new);
 
     let loop_ = Arc::new(Loop {
         handler,
         receiver: Mutex::new(request_rx),
         answers,
-        outbox: Outbox::new(MAX_BATCH),
+        // With a watch, its timer bounds how long answers are held; without, none are.
+        outbox: Outbox::new(MAX_BATCH, watch.clone().map(|w| w as Arc<dyn Deadline>)),
         jobs: Mutex::new(Jobs {
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -210,8 +234,9 @@ struct Loop<I, O> {
     drained: Condvar,
     parallelism: usize,
     limit: QueueLimit,
-    /// Tells the control thread when requests wait while no handler thread reads them.
-    watch: Option<Watch>,
+    /// Tells the control thread when requests wait while no handler thread reads them, and
+    /// when held answers are due.
+    watch: Option<Arc<Watch>>,
 }
 
 /// A received request, not started yet.
@@ -350,49 +375,90 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
         }
     }
 
+    /// Runs a request, and then, while its handlers are fast and more requests are queued, the
+    /// next ones on the same thread, holding their answers back to share a message.
     fn handle(self: &Arc<Self>, id: u64, request: I, cancelled: Arc<AtomicBool>) {
-        // The CPU limit per request counts this thread's time while the handler runs.
-        let cpu = super::limits::Measured::start(id);
-        let response = (self.handler)(RequestArgs {
-            request,
-            id,
-            cancelled,
-        });
-        drop(cpu);
-        // Queued before the request stops counting as running, so a shutdown waits for it.
-        self.outbox.push(Answer::Done { id, response });
-        let (more, drained, reads_next) = {
-            let mut jobs = lock(&self.jobs);
-            jobs.running.remove(&id);
-            // Nothing queued and nobody reading: this thread reads next. It takes the reader's
-            // place before its answer goes out, so that a request the answer prompts finds a
-            // reader (and does not wake the control thread's watch).
-            let reads_next = jobs.queue.is_empty()
-                && !jobs.receiving
-                && !jobs.ended
-                && jobs.has_room(self.limit);
-            if reads_next {
-                jobs.receiving = true;
-                if jobs.reader_armed {
-                    jobs.reader_armed = false;
-                    if let Some(watch) = &self.watch {
-                        watch.disarm();
+        let mut next = Some((id, request, cancelled));
+        while let Some((id, request, cancelled)) = next.take() {
+            // Timed only where answers can be held (the clock is read without a syscall).
+            let began = self.watch.is_some().then(Instant::now);
+            // The CPU limit per request counts this thread's time while the handler runs.
+            let cpu = super::limits::Measured::start(id);
+            let response = (self.handler)(RequestArgs {
+                request,
+                id,
+                cancelled,
+            });
+            drop(cpu);
+            // A slow handler is no reason to hold: the next one may be slow too.
+            let fast = began.is_some_and(|began| began.elapsed() < HOLD_FOR);
+            // Queued before the request stops counting as running, so a shutdown waits for it.
+            let full = self.outbox.push(Answer::Done { id, response });
+            let (more, drained, reads_next, room_made) = {
+                let mut jobs = lock(&self.jobs);
+                jobs.running.remove(&id);
+                let mut room_made = false;
+                if fast && !full && jobs.running.len() < self.parallelism {
+                    // This thread runs the next queued request itself, so its answer may wait
+                    // for the next one's (for at most `HOLD_FOR`: the outbox's deadline).
+                    let had_room = jobs.has_room(self.limit);
+                    if let Some(queued) = jobs.queue.pop_front() {
+                        jobs.queued_bytes -= queued.bytes;
+                        let cancelled = Arc::new(AtomicBool::new(false));
+                        jobs.running.insert(queued.id, cancelled.clone());
+                        next = Some((queued.id, queued.request, cancelled));
+                        // A full queue stopped the reading: someone reads again.
+                        room_made = !had_room
+                            && jobs.has_room(self.limit)
+                            && !jobs.receiving
+                            && !jobs.ended;
                     }
                 }
+                // Nothing queued and nobody reading: this thread reads next. It takes the
+                // reader's place before its answer goes out, so that a request the answer
+                // prompts finds a reader (and does not wake the control thread's watch).
+                let reads_next = next.is_none()
+                    && jobs.queue.is_empty()
+                    && !jobs.receiving
+                    && !jobs.ended
+                    && jobs.has_room(self.limit);
+                if reads_next {
+                    jobs.receiving = true;
+                    if jobs.reader_armed {
+                        jobs.reader_armed = false;
+                        if let Some(watch) = &self.watch {
+                            watch.disarm();
+                        }
+                    }
+                }
+                (
+                    next.is_none() && !jobs.queue.is_empty(),
+                    jobs.is_drained(),
+                    reads_next,
+                    room_made,
+                )
+            };
+            if next.is_some() {
+                if room_made {
+                    self.wake(1);
+                }
+                if !self.outbox.hold() {
+                    self.outbox.flush(|batch| self.send_answers(batch));
+                }
+                continue;
             }
-            (!jobs.queue.is_empty(), jobs.is_drained(), reads_next)
-        };
-        if more {
-            // A handler slot is free for a queued request: another thread may start it while
-            // this one sends, and answers finished meanwhile share the message.
-            self.wake(1);
-        }
-        if drained {
-            self.signal_drained();
-        }
-        self.outbox.flush(|batch| self.send_answers(batch));
-        if reads_next {
-            self.receive();
+            if more {
+                // A handler slot is free for a queued request: another thread may start it
+                // while this one sends, and answers finished meanwhile share the message.
+                self.wake(1);
+            }
+            if drained {
+                self.signal_drained();
+            }
+            self.outbox.flush(|batch| self.send_answers(batch));
+            if reads_next {
+                self.receive();
+            }
         }
     }
 
@@ -510,6 +576,11 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
             if ready.notified && lock(&self.jobs).is_drained() {
                 self.wait_drained();
             }
+            if ready.deadline && !PANICKING.load(Ordering::SeqCst) {
+                // Answers were held for `HOLD_FOR` while their thread runs another request:
+                // they go out now, whatever that request takes.
+                self.outbox.flush(|batch| self.send_answers(batch));
+            }
             if ready.requests {
                 let mut jobs = lock(&self.jobs);
                 jobs.reader_armed = false;
@@ -564,6 +635,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
             }
         }
         let sender: IpcSender<FramedRef<'_, ToAppRef<'_, O>>> = self.answers.clone().to();
+        ANSWER_MESSAGES.fetch_add(1, Ordering::Relaxed);
         match sender.send(FramedRef(&ToAppRef::Answers(batch))) {
             Ok(()) => {}
             Err(IpcError::SerializationError(e)) => {

@@ -22,6 +22,7 @@ static RELEASE_ALL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBoo
 
 fn handle(args: RequestArgs<Request>) -> Response {
     let cancel = args.cancel_token();
+    let answer_messages = args.answer_messages_sent();
     match args.request {
         Request::Echo(text) => Response::Text(text),
         Request::WaitFor(key) => {
@@ -97,6 +98,7 @@ fn handle(args: RequestArgs<Request>) -> Response {
             Response::Buffer(buffer)
         }
         Request::CancelledCount => Response::Number(CANCELLED.load(Ordering::Relaxed)),
+        Request::AnswerMessages => Response::Number(answer_messages),
         Request::CrashOnce(marker) => {
             if std::fs::create_dir(&marker).is_ok() {
                 let p: *mut u8 = std::hint::black_box(std::ptr::null_mut());
