@@ -309,7 +309,7 @@ pub(crate) struct Watch {
     requests: i32,
     /// Written by [`notify`](Self::notify), to wake the waiting thread for something else.
     event: std::os::fd::OwnedFd,
-    /// A `timerfd` (monotonic clock), readable once the deadline passed.
+    /// A `timerfd` (monotonic clock), readable once the deadline passed; never cancelled.
     timer: std::os::fd::OwnedFd,
 }
 
@@ -416,17 +416,6 @@ impl Watch {
     /// Makes [`wait`](Self::wait) report `deadline` once `after` has passed (one syscall),
     /// replacing any deadline set before.
     pub(crate) fn start_deadline(&self, after: Duration) {
-        self.set_timer(after);
-    }
-
-    /// Cancels the deadline (one syscall); a deadline that passed but was not reported yet is
-    /// not reported.
-    pub(crate) fn stop_deadline(&self) {
-        self.set_timer(Duration::ZERO);
-    }
-
-    /// One-shot in `after`, or disarmed when `after` is zero.
-    fn set_timer(&self, after: Duration) {
         use std::os::fd::AsRawFd;
         let value = libc::itimerspec {
             it_interval: libc::timespec {
@@ -435,12 +424,12 @@ impl Watch {
             },
             it_value: libc::timespec {
                 tv_sec: libc::time_t::try_from(after.as_secs()).unwrap_or(libc::time_t::MAX),
-                // Below 10^9: fits the field's type on every target.
-                tv_nsec: after.subsec_nanos() as _,
+                // Below 10^9: fits the field's type on every target. Zero would disarm the
+                // timer: a deadline of zero expires after a nanosecond instead.
+                tv_nsec: after.subsec_nanos().max(u32::from(after.is_zero())) as _,
             },
         };
-        // SAFETY: timerfd_settime on a timerfd this process holds, with a valid itimerspec. It
-        // also resets the count of expirations, so a disarmed timer is not readable.
+        // SAFETY: timerfd_settime on a timerfd this process holds, with a valid itimerspec.
         unsafe {
             libc::timerfd_settime(self.timer.as_raw_fd(), 0, &value, std::ptr::null_mut());
         }

@@ -53,8 +53,6 @@ impl Watch {
 
     pub(crate) fn start_deadline(&self, _after: Duration) {}
 
-    pub(crate) fn stop_deadline(&self) {}
-
     pub(crate) fn wait(&self) -> Readable {
         Readable {
             control: true,

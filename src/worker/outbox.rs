@@ -10,13 +10,20 @@
 //! message (a handler thread that runs another request already queued) may call
 //! [`Outbox::hold`] instead of flushing. Held items wait for the next flush, whoever makes it:
 //! the holder's own once the queue of requests is empty or the outbox holds a full batch, a
-//! cancellation's, or the [`Deadline`]'s. The deadline is started when the first item is held
-//! (one call per batch, never per item) and stopped by the flush that takes them, so a held
-//! item waits at most the deadline's length, however long the holder's next work takes.
-//! Without a deadline nothing is held: `hold` says so and the caller flushes.
+//! cancellation's, or the [`Deadline`]'s ([`Outbox::expired`]), so a held item waits at most the
+//! outbox's bound, however long the holder's next work takes. Without a deadline nothing is
+//! held: `hold` says so and the caller flushes.
+//!
+//! The deadline is started when an item is held while none was, unless a deadline started
+//! earlier is still to come (it then comes sooner than needed, which only sends early). A flush
+//! does not cancel it: when it expires with nothing held it does nothing. So it costs at most
+//! one start and one expiry per bound, whatever the number of items and batches in between:
+//! arming and cancelling a timer reprograms the kernel's clock, a few microseconds each in a
+//! virtual machine, which cost more than the batching saved when it was done per batch.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::sync::lock;
 
@@ -24,13 +31,11 @@ use crate::sync::lock;
 /// regions per message: responses that carry more than 4 of them need a lower cap.
 pub(crate) const MAX_BATCH: usize = 16;
 
-/// Bounds how long items are held: whoever owns it calls [`Outbox::flush`] when it expires.
-/// Both methods are called under the outbox's lock, so they must not block.
+/// Bounds how long items are held: whoever owns it calls [`Outbox::expired`] when it
+/// expires. Called under the outbox's lock, so it must not block.
 pub(crate) trait Deadline: Send + Sync {
-    /// Starts the countdown (items are held now).
-    fn start(&self);
-    /// Cancels it (the held items are being sent).
-    fn stop(&self);
+    /// Expires once `after` has passed, replacing any deadline started before.
+    fn start(&self, after: Duration);
 }
 
 pub(crate) struct Outbox<T> {
@@ -38,15 +43,17 @@ pub(crate) struct Outbox<T> {
     /// Signalled when a sender stops.
     idle: Condvar,
     max_batch: usize,
-    /// Bounds the holding of items; nothing is held without it.
-    deadline: Option<Arc<dyn Deadline>>,
+    /// Bounds the holding of items, to the duration given; nothing is held without it.
+    deadline: Option<(Arc<dyn Deadline>, Duration)>,
 }
 
 struct OutboxState<T> {
     queue: VecDeque<T>,
     sending: bool,
-    /// Items are held and the deadline runs.
+    /// Items are held, and a deadline is to come by the bound after the first was held.
     held: bool,
+    /// When the last deadline started expires (in the past once it has).
+    expires: Option<Instant>,
 }
 
 /// Clears the sending flag if the send panics (a user's `Serialize` may).
@@ -60,12 +67,15 @@ impl<T> Drop for Sending<'_, T> {
 }
 
 impl<T> Outbox<T> {
-    pub(crate) fn new(max_batch: usize, deadline: Option<Arc<dyn Deadline>>) -> Self {
+    /// An outbox that sends up to `max_batch` items per message and, with a `deadline`, holds
+    /// items for up to the duration that comes with it.
+    pub(crate) fn new(max_batch: usize, deadline: Option<(Arc<dyn Deadline>, Duration)>) -> Self {
         Outbox {
             state: Mutex::new(OutboxState {
                 queue: VecDeque::new(),
                 sending: false,
                 held: false,
+                expires: None,
             }),
             idle: Condvar::new(),
             max_batch: max_batch.max(1),
@@ -80,11 +90,11 @@ impl<T> Outbox<T> {
         state.queue.len() >= self.max_batch
     }
 
-    /// Leaves what is queued for a later flush, starting the deadline if nothing was held yet.
+    /// Leaves what is queued for a later flush, making sure a deadline comes within the bound.
     /// `false` when the caller must flush now instead: there is no deadline, or a full batch
     /// waits.
     pub(crate) fn hold(&self) -> bool {
-        let Some(deadline) = &self.deadline else {
+        let Some((deadline, bound)) = &self.deadline else {
             return false;
         };
         let mut state = lock(&self.state);
@@ -92,12 +102,33 @@ impl<T> Outbox<T> {
             return false;
         }
         // An empty queue was flushed by someone else meanwhile; a sender at work takes what
-        // is queued before it stops. Either way nothing waits for the deadline.
+        // is queued before it stops. Either way nothing waits for the deadline. Once items are
+        // held, the first one's deadline covers those held after it.
         if !state.held && !state.sending && !state.queue.is_empty() {
             state.held = true;
-            deadline.start();
+            let now = Instant::now();
+            // A deadline still to come expires before `now + bound`: it will do.
+            if state.expires.is_none_or(|expires| expires <= now) {
+                deadline.start(*bound);
+                state.expires = Some(now + *bound);
+            }
         }
         true
+    }
+
+    /// The deadline expired: sends what is held (and everything queued with it).
+    pub(crate) fn expired(&self, send: impl FnMut(&[T])) {
+        {
+            let mut state = lock(&self.state);
+            // Unless a deadline was started again since (then it is still to come).
+            if state
+                .expires
+                .is_some_and(|expires| expires <= Instant::now())
+            {
+                state.expires = None;
+            }
+        }
+        self.flush(send);
     }
 
     /// Sends everything queued, in batches, unless another thread is already doing so (it will
@@ -108,14 +139,8 @@ impl<T> Outbox<T> {
             return;
         }
         state.sending = true;
-        if state.held {
-            // The held items go out now. Stopped under the lock that saw them held, so that a
-            // hold after this one starts the deadline afresh.
-            state.held = false;
-            if let Some(deadline) = &self.deadline {
-                deadline.stop();
-            }
-        }
+        // The held items go out now; the deadline, left to expire, may serve the next ones.
+        state.held = false;
         let guard = Sending(self);
         loop {
             let n = state.queue.len().min(self.max_batch);
@@ -188,31 +213,29 @@ mod tests {
         assert_eq!(sent, vec![vec![1], vec![2, 3]]);
     }
 
-    /// Counts the deadline's starts and stops.
+    /// Counts the deadline's starts.
     #[derive(Default)]
-    struct Counted {
-        starts: std::sync::atomic::AtomicUsize,
-        stops: std::sync::atomic::AtomicUsize,
-    }
+    struct Counted(std::sync::atomic::AtomicUsize);
 
     impl Deadline for Counted {
-        fn start(&self) {
-            self.starts
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        fn stop(&self) {
-            self.stops
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        fn start(&self, _after: Duration) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
     impl Counted {
-        fn counts(&self) -> (usize, usize) {
-            (
-                self.starts.load(std::sync::atomic::Ordering::Relaxed),
-                self.stops.load(std::sync::atomic::Ordering::Relaxed),
-            )
+        fn starts(&self) -> usize {
+            self.0.load(std::sync::atomic::Ordering::Relaxed)
         }
+    }
+
+    fn holding(max_batch: usize, bound: Duration) -> (Outbox<i32>, Arc<Counted>) {
+        let deadline = Arc::new(Counted::default());
+        let outbox = Outbox::new(
+            max_batch,
+            Some((deadline.clone() as Arc<dyn Deadline>, bound)),
+        );
+        (outbox, deadline)
     }
 
     #[test]
@@ -224,31 +247,40 @@ mod tests {
 
     #[test]
     fn held_items_share_one_message_and_one_deadline() {
-        let deadline = Arc::new(Counted::default());
-        let outbox = Outbox::new(8, Some(deadline.clone() as Arc<dyn Deadline>));
+        let (outbox, deadline) = holding(8, Duration::from_secs(3600));
         for i in 0..3 {
             outbox.push(i);
             assert!(outbox.hold());
         }
         // Started once for the batch, not once per item.
-        assert_eq!(deadline.counts(), (1, 0));
+        assert_eq!(deadline.starts(), 1);
         let mut sent = Vec::new();
         outbox.flush(|batch| sent.push(batch.to_vec()));
         assert_eq!(sent, vec![vec![0, 1, 2]]);
-        assert_eq!(deadline.counts(), (1, 1));
-        // The next held item starts it again; a flush with nothing held does not touch it.
+        // The next batch is held under the same deadline, still to come.
         outbox.push(3);
         assert!(outbox.hold());
+        assert_eq!(deadline.starts(), 1);
+        // It expires: what is held goes out.
+        let mut sent = Vec::new();
+        outbox.expired(|batch| sent.push(batch.to_vec()));
+        assert_eq!(sent, vec![vec![3]]);
+    }
+
+    #[test]
+    fn a_deadline_that_passed_is_started_again() {
+        let (outbox, deadline) = holding(8, Duration::ZERO);
+        outbox.push(1);
+        assert!(outbox.hold());
         outbox.flush(|_| {});
-        outbox.push(4);
-        outbox.flush(|_| {});
-        assert_eq!(deadline.counts(), (2, 2));
+        outbox.push(2);
+        assert!(outbox.hold());
+        assert_eq!(deadline.starts(), 2);
     }
 
     #[test]
     fn a_full_batch_is_not_held() {
-        let deadline = Arc::new(Counted::default());
-        let outbox = Outbox::new(2, Some(deadline.clone() as Arc<dyn Deadline>));
+        let (outbox, _deadline) = holding(2, Duration::from_secs(3600));
         outbox.push(1);
         assert!(outbox.hold());
         assert!(outbox.push(2));
@@ -257,8 +289,7 @@ mod tests {
 
     #[test]
     fn items_queued_during_a_send_are_not_held() {
-        let deadline = Arc::new(Counted::default());
-        let outbox = Outbox::new(8, Some(deadline.clone() as Arc<dyn Deadline>));
+        let (outbox, deadline) = holding(8, Duration::from_secs(3600));
         outbox.push(1);
         let mut sent = Vec::new();
         let mut pushed = false;
@@ -272,6 +303,6 @@ mod tests {
             }
         });
         assert_eq!(sent, vec![vec![1], vec![2]]);
-        assert_eq!(deadline.counts(), (0, 0));
+        assert_eq!(deadline.starts(), 0);
     }
 }

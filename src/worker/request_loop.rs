@@ -54,12 +54,8 @@ const HOLD_FOR: Duration = Duration::from_micros(200);
 
 /// The control thread's timer bounds how long answers are held.
 impl Deadline for Watch {
-    fn start(&self) {
-        self.start_deadline(HOLD_FOR);
-    }
-
-    fn stop(&self) {
-        self.stop_deadline();
+    fn start(&self, after: Duration) {
+        self.start_deadline(after);
     }
 }
 
@@ -142,7 +138,10 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
         receiver: Mutex::new(request_rx),
         answers,
         // With a watch, its timer bounds how long answers are held; without, none are.
-        outbox: Outbox::new(MAX_BATCH, watch.clone().map(|w| w as Arc<dyn Deadline>)),
+        outbox: Outbox::new(
+            MAX_BATCH,
+            watch.clone().map(|w| (w as Arc<dyn Deadline>, HOLD_FOR)),
+        ),
         jobs: Mutex::new(Jobs {
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -579,7 +578,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
             if ready.deadline && !PANICKING.load(Ordering::SeqCst) {
                 // Answers were held for `HOLD_FOR` while their thread runs another request:
                 // they go out now, whatever that request takes.
-                self.outbox.flush(|batch| self.send_answers(batch));
+                self.outbox.expired(|batch| self.send_answers(batch));
             }
             if ready.requests {
                 let mut jobs = lock(&self.jobs);
