@@ -462,9 +462,24 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
     }
 
     fn receive(self: &Arc<Self>) {
-        let message = recv_guarded(&lock(&self.receiver));
+        let mut message = recv_guarded(&lock(&self.receiver));
         let mut dropped = Vec::new();
-        let mut undecodable = Vec::new();
+        // Requests that did not decode are answered at once (the others run). Their answers are
+        // queued before the `End` behind them is seen, so that the drain before a shutdown's
+        // exit sends them: queued later, a fast handler could finish the last request and the
+        // process exit first.
+        let mut undecodable = false;
+        if let Ok(Framed { value: items, .. }) = &mut message {
+            for (id, job) in items.iter_mut() {
+                if let Job::Undecodable(reason) = job {
+                    undecodable = true;
+                    self.outbox.push(Answer::DecodeFailed {
+                        id: *id,
+                        reason: std::mem::take(reason),
+                    });
+                }
+            }
+        }
         let (queued, lazy, drained) = {
             let mut jobs = lock(&self.jobs);
             jobs.receiving = false;
@@ -489,10 +504,8 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                                     bytes: share,
                                 });
                             }
-                            Job::Undecodable(reason) => {
-                                jobs.last_id = Some(id);
-                                undecodable.push(Answer::DecodeFailed { id, reason });
-                            }
+                            // Answered above.
+                            Job::Undecodable(_) => jobs.last_id = Some(id),
                             Job::End => jobs.ended = true,
                         }
                     }
@@ -533,12 +546,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
             queued.min(self.parallelism + 1)
         };
         self.wake(wake);
-        // Requests that did not decode are answered at once (the others run), and before a
-        // drained worker may exit.
-        if !undecodable.is_empty() {
-            for answer in undecodable {
-                self.outbox.push(answer);
-            }
+        if undecodable {
             self.outbox.flush(|batch| self.send_answers(batch));
         }
         if drained {
