@@ -519,12 +519,16 @@ fn check_packet(
 
 /// An epoll set that watches a control socket always, and a request socket only while armed
 /// (one-shot): a worker's control thread learns that requests wait while no handler thread reads
-/// them, without any thread having to wake another for every request.
+/// them, without any thread having to wake another for every request. A one-shot timer in the
+/// same set gives that thread a deadline ([`start_deadline`](Self::start_deadline)): the
+/// worker's outbox uses it to bound how long answers are held.
 pub(crate) struct Watch {
     epoll: std::os::fd::OwnedFd,
     requests: i32,
     /// Written by [`notify`](Self::notify), to wake the waiting thread for something else.
     event: std::os::fd::OwnedFd,
+    /// A `timerfd` (monotonic clock), readable once the deadline passed; never cancelled.
+    timer: std::os::fd::OwnedFd,
 }
 
 /// What became readable.
@@ -533,11 +537,14 @@ pub(crate) struct Readable {
     pub(crate) requests: bool,
     /// [`Watch::notify`] was called.
     pub(crate) notified: bool,
+    /// The deadline set by [`Watch::start_deadline`] passed.
+    pub(crate) deadline: bool,
 }
 
 const CONTROL_TOKEN: u64 = 1;
 const REQUESTS_TOKEN: u64 = 2;
 const EVENT_TOKEN: u64 = 3;
+const TIMER_TOKEN: u64 = 4;
 
 impl Watch {
     pub(crate) fn new(control: i32, requests: i32) -> Option<Watch> {
@@ -557,14 +564,29 @@ impl Watch {
         // SAFETY: `event` was just created and is owned by nothing else.
         let event = unsafe { std::os::fd::OwnedFd::from_raw_fd(event) };
         let event_fd = std::os::fd::AsRawFd::as_raw_fd(&event);
+        // SAFETY: timerfd_create returns a new descriptor owned here, or -1.
+        let timer = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_CLOEXEC | libc::TFD_NONBLOCK,
+            )
+        };
+        if timer < 0 {
+            return None;
+        }
+        // SAFETY: `timer` was just created and is owned by nothing else.
+        let timer = unsafe { std::os::fd::OwnedFd::from_raw_fd(timer) };
+        let timer_fd = std::os::fd::AsRawFd::as_raw_fd(&timer);
         let watch = Watch {
             epoll,
             requests,
             event,
+            timer,
         };
         let events = libc::EPOLLIN as u32;
         (watch.ctl(libc::EPOLL_CTL_ADD, control, events, CONTROL_TOKEN)
             && watch.ctl(libc::EPOLL_CTL_ADD, event_fd, events, EVENT_TOKEN)
+            && watch.ctl(libc::EPOLL_CTL_ADD, timer_fd, events, TIMER_TOKEN)
             && watch.ctl(
                 libc::EPOLL_CTL_ADD,
                 requests,
@@ -609,14 +631,36 @@ impl Watch {
         unsafe { libc::write(self.event.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
-    /// Waits until the control socket, or the armed request socket, is readable, or
-    /// [`notify`](Self::notify) was called.
+    /// Makes [`wait`](Self::wait) report `deadline` once `after` has passed (one syscall),
+    /// replacing any deadline set before.
+    pub(crate) fn start_deadline(&self, after: Duration) {
+        use std::os::fd::AsRawFd;
+        let value = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: libc::time_t::try_from(after.as_secs()).unwrap_or(libc::time_t::MAX),
+                // Below 10^9: fits the field's type on every target. Zero would disarm the
+                // timer: a deadline of zero expires after a nanosecond instead.
+                tv_nsec: after.subsec_nanos().max(u32::from(after.is_zero())) as _,
+            },
+        };
+        // SAFETY: timerfd_settime on a timerfd this process holds, with a valid itimerspec.
+        unsafe {
+            libc::timerfd_settime(self.timer.as_raw_fd(), 0, &value, std::ptr::null_mut());
+        }
+    }
+
+    /// Waits until the control socket, or the armed request socket, is readable, the deadline
+    /// passed, or [`notify`](Self::notify) was called.
     pub(crate) fn wait(&self) -> Readable {
         use std::os::fd::AsRawFd;
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 3];
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
         loop {
             // SAFETY: epoll_wait writes at most `events.len()` events into `events`.
-            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 3, -1) };
+            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 4, -1) };
             if n < 0 {
                 // Interrupted; any other failure leaves nothing to wait on but the control
                 // socket, which a blocking read then serves.
@@ -627,12 +671,14 @@ impl Watch {
                     control: true,
                     requests: false,
                     notified: true,
+                    deadline: true,
                 };
             }
             let mut ready = Readable {
                 control: false,
                 requests: false,
                 notified: false,
+                deadline: false,
             };
             for event in &events[..n as usize] {
                 match event.u64 {
@@ -643,6 +689,13 @@ impl Watch {
                         let mut count = [0u8; 8];
                         // SAFETY: an 8-byte read from the eventfd, non-blocking; it resets it.
                         unsafe { libc::read(self.event.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+                    }
+                    TIMER_TOKEN => {
+                        ready.deadline = true;
+                        let mut count = [0u8; 8];
+                        // SAFETY: an 8-byte read from the timerfd, non-blocking; it resets it
+                        // (or fails with `EAGAIN` if the timer was re-armed meanwhile).
+                        unsafe { libc::read(self.timer.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
                     }
                     _ => {}
                 }

@@ -61,6 +61,7 @@ pub(crate) struct Readable {
     pub(crate) control: bool,
     pub(crate) requests: bool,
     pub(crate) notified: bool,
+    pub(crate) deadline: bool,
 }
 
 impl Watch {
@@ -74,11 +75,14 @@ impl Watch {
 
     pub(crate) fn notify(&self) {}
 
+    pub(crate) fn start_deadline(&self, _after: Duration) {}
+
     pub(crate) fn wait(&self) -> Readable {
         Readable {
             control: true,
             requests: false,
             notified: true,
+            deadline: true,
         }
     }
 }

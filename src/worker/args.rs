@@ -46,6 +46,13 @@ impl<I> RequestArgs<I> {
     pub fn cancel_token(&self) -> CancelToken {
         CancelToken(self.cancelled.clone())
     }
+
+    /// How many messages of answers this worker process has sent so far. For bincrew's own
+    /// tests (how answers are batched); not part of the API.
+    #[doc(hidden)]
+    pub fn answer_messages_sent(&self) -> u64 {
+        super::request_loop::ANSWER_MESSAGES.load(Ordering::Relaxed)
+    }
 }
 
 /// Whether the app gave up on a request; from [`RequestArgs::cancel_token`].

@@ -8,7 +8,8 @@
 //!   flooding app fills its own memory, not the worker's.
 //! - the control thread always reads the control channel: cancellations and the shutdown
 //!   request reach the worker even when every handler is busy and the queue is full. When the
-//!   channel closes, the app is gone and the process exits.
+//!   channel closes, the app is gone and the process exits. With a watch (Linux) it also sends
+//!   answers that a handler thread held back for `HOLD_FOR` (see `outbox.rs`).
 //! - the main thread waits for a shutdown to drain (the request channel's `End` read, every
 //!   request answered), sends what is left and exits with code 0.
 //!
@@ -16,16 +17,16 @@
 //! panic hook starts, no other answer is sent, and the report's own send is bounded in time.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender, OpaqueIpcSender};
 use ipc_channel::IpcError;
 
 use super::exit::{exit_now, exit_with, EXIT_CANNOT_SERVE, EXIT_PANIC, EXIT_PROTOCOL};
-use super::outbox::{Outbox, MAX_BATCH};
+use super::outbox::{Deadline, Outbox, MAX_BATCH};
 use super::RequestArgs;
 use crate::os::socket::Watch;
 use crate::sync::lock;
@@ -40,6 +41,23 @@ const PANIC_REPORT_GRACE: Duration = Duration::from_secs(2);
 
 /// Set when the panic hook starts: nothing more is sent to the app.
 static PANICKING: AtomicBool = AtomicBool::new(false);
+
+/// How many answer messages this process sent (for bincrew's own tests, through
+/// `RequestArgs::answer_messages_sent`).
+pub(super) static ANSWER_MESSAGES: AtomicU64 = AtomicU64::new(0);
+
+/// The longest an answer is held back while its thread runs the next queued request, and the
+/// longest a handler may have taken for its answer to be held at all. Short enough to hide
+/// behind the app's own costs of one request (a round trip is tens of microseconds); long
+/// enough that a batch of fast handlers fills a message before it expires.
+const HOLD_FOR: Duration = Duration::from_micros(200);
+
+/// The control thread's timer bounds how long answers are held.
+impl Deadline for Watch {
+    fn start(&self, after: Duration) {
+        self.start_deadline(after);
+    }
+}
 
 /// How much a worker process queues of what it received before it stops reading requests.
 #[derive(Clone, Copy, Debug)]
@@ -142,7 +160,8 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
     let request_socket = Socket::find(&request_rx, me);
     let watch = Socket::find(&control_rx, me)
         .zip(request_socket)
-        .and_then(|(control, requests)| control.watch_with(requests));
+        .and_then(|(control, requests)| control.watch_with(requests))
+        .map(Arc::new);
 
     let loop_ = Arc::new(Loop {
         handler,
@@ -151,7 +170,11 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
             receiver: request_rx,
         }),
         answers,
-        outbox: Outbox::new(MAX_BATCH),
+        // With a watch, its timer bounds how long answers are held; without, none are.
+        outbox: Outbox::new(
+            MAX_BATCH,
+            watch.clone().map(|w| (w as Arc<dyn Deadline>, HOLD_FOR)),
+        ),
         jobs: Mutex::new(Jobs {
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -164,7 +187,6 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
             idle: 0,
             last_id: None,
             early_cancels: std::collections::HashSet::new(),
-            unsent: 0,
         }),
         changed: Condvar::new(),
         drained: Condvar::new(),
@@ -244,8 +266,9 @@ struct Loop<I, O> {
     drained: Condvar,
     parallelism: usize,
     limit: QueueLimit,
-    /// Tells the control thread when requests wait while no handler thread reads them.
-    watch: Option<Watch>,
+    /// Tells the control thread when requests wait while no handler thread reads them, and
+    /// when held answers are due.
+    watch: Option<Arc<Watch>>,
 }
 
 /// A received request, not started yet.
@@ -279,15 +302,12 @@ struct Jobs<I> {
     /// Cancellations of requests not received yet. The control channel can overtake the request
     /// channel: the request is dropped when it comes. An id below `last_id` will never come.
     early_cancels: std::collections::HashSet<u64>,
-    /// Answers to requests that did not decode, read but not yet in the outbox: a shutdown
-    /// does not drain before they are (another thread may finish the last request meanwhile).
-    unsent: usize,
 }
 
 impl<I> Jobs<I> {
     /// No request follows and every request is answered.
     fn is_drained(&self) -> bool {
-        self.ended && self.queue.is_empty() && self.running.is_empty() && self.unsent == 0
+        self.ended && self.queue.is_empty() && self.running.is_empty()
     }
 
     fn has_room(&self, limit: QueueLimit) -> bool {
@@ -387,56 +407,112 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
         }
     }
 
+    /// Runs a request, and then, while its handlers are fast and more requests are queued, the
+    /// next ones on the same thread, holding their answers back to share a message.
     fn handle(self: &Arc<Self>, id: u64, request: I, cancelled: Arc<AtomicBool>) {
-        // The CPU limit per request counts this thread's time while the handler runs.
-        let cpu = super::limits::Measured::start(id);
-        let response = (self.handler)(RequestArgs {
-            request,
-            id,
-            cancelled,
-        });
-        drop(cpu);
-        // Queued before the request stops counting as running, so a shutdown waits for it.
-        self.outbox.push(Answer::Done { id, response });
-        let (more, drained, reads_next) = {
-            let mut jobs = lock(&self.jobs);
-            jobs.running.remove(&id);
-            // Nothing queued and nobody reading: this thread reads next. It takes the reader's
-            // place before its answer goes out, so that a request the answer prompts finds a
-            // reader (and does not wake the control thread's watch).
-            let reads_next = jobs.queue.is_empty()
-                && !jobs.receiving
-                && !jobs.ended
-                && jobs.has_room(self.limit);
-            if reads_next {
-                jobs.receiving = true;
-                if jobs.reader_armed {
-                    jobs.reader_armed = false;
-                    if let Some(watch) = &self.watch {
-                        watch.disarm();
+        let mut next = Some((id, request, cancelled));
+        while let Some((id, request, cancelled)) = next.take() {
+            // Timed only where answers can be held (the clock is read without a syscall).
+            let began = self.watch.is_some().then(Instant::now);
+            // The CPU limit per request counts this thread's time while the handler runs.
+            let cpu = super::limits::Measured::start(id);
+            let response = (self.handler)(RequestArgs {
+                request,
+                id,
+                cancelled,
+            });
+            drop(cpu);
+            // A slow handler is no reason to hold: the next one may be slow too.
+            let fast = began.is_some_and(|began| began.elapsed() < HOLD_FOR);
+            // Queued before the request stops counting as running, so a shutdown waits for it.
+            let full = self.outbox.push(Answer::Done { id, response });
+            let (more, drained, reads_next, room_made) = {
+                let mut jobs = lock(&self.jobs);
+                jobs.running.remove(&id);
+                let mut room_made = false;
+                if fast && !full && jobs.running.len() < self.parallelism {
+                    // This thread runs the next queued request itself, so its answer may wait
+                    // for the next one's (for at most `HOLD_FOR`: the outbox's deadline).
+                    let had_room = jobs.has_room(self.limit);
+                    if let Some(queued) = jobs.queue.pop_front() {
+                        jobs.queued_bytes -= queued.bytes;
+                        let cancelled = Arc::new(AtomicBool::new(false));
+                        jobs.running.insert(queued.id, cancelled.clone());
+                        next = Some((queued.id, queued.request, cancelled));
+                        // A full queue stopped the reading: someone reads again.
+                        room_made = !had_room
+                            && jobs.has_room(self.limit)
+                            && !jobs.receiving
+                            && !jobs.ended;
                     }
                 }
+                // Nothing queued and nobody reading: this thread reads next. It takes the
+                // reader's place before its answer goes out, so that a request the answer
+                // prompts finds a reader (and does not wake the control thread's watch).
+                let reads_next = next.is_none()
+                    && jobs.queue.is_empty()
+                    && !jobs.receiving
+                    && !jobs.ended
+                    && jobs.has_room(self.limit);
+                if reads_next {
+                    jobs.receiving = true;
+                    if jobs.reader_armed {
+                        jobs.reader_armed = false;
+                        if let Some(watch) = &self.watch {
+                            watch.disarm();
+                        }
+                    }
+                }
+                (
+                    next.is_none() && !jobs.queue.is_empty(),
+                    jobs.is_drained(),
+                    reads_next,
+                    room_made,
+                )
+            };
+            if next.is_some() {
+                if room_made {
+                    self.wake(1);
+                }
+                if !self.outbox.hold() {
+                    self.outbox.flush(|batch| self.send_answers(batch));
+                }
+                continue;
             }
-            (!jobs.queue.is_empty(), jobs.is_drained(), reads_next)
-        };
-        if more {
-            // A handler slot is free for a queued request: another thread may start it while
-            // this one sends, and answers finished meanwhile share the message.
-            self.wake(1);
-        }
-        if drained {
-            self.signal_drained();
-        }
-        self.outbox.flush(|batch| self.send_answers(batch));
-        if reads_next {
-            self.receive();
+            if more {
+                // A handler slot is free for a queued request: another thread may start it
+                // while this one sends, and answers finished meanwhile share the message.
+                self.wake(1);
+            }
+            if drained {
+                self.signal_drained();
+            }
+            self.outbox.flush(|batch| self.send_answers(batch));
+            if reads_next {
+                self.receive();
+            }
         }
     }
 
     fn receive(self: &Arc<Self>) {
-        let message = lock(&self.receiver).recv();
+        let mut message = lock(&self.receiver).recv();
         let mut dropped = Vec::new();
-        let mut undecodable = Vec::new();
+        // Requests that did not decode are answered at once (the others run). Their answers are
+        // queued before the `End` behind them is seen, so that the drain before a shutdown's
+        // exit sends them: queued later, a fast handler could finish the last request and the
+        // process exit first.
+        let mut undecodable = false;
+        if let Ok(Framed { value: items, .. }) = &mut message {
+            for (id, job) in items.iter_mut() {
+                if let Job::Undecodable(reason) = job {
+                    undecodable = true;
+                    self.outbox.push(Answer::DecodeFailed {
+                        id: *id,
+                        reason: std::mem::take(reason),
+                    });
+                }
+            }
+        }
         let (queued, lazy, drained) = {
             let mut jobs = lock(&self.jobs);
             jobs.receiving = false;
@@ -461,10 +537,8 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                                     bytes: share,
                                 });
                             }
-                            Job::Undecodable(reason) => {
-                                jobs.last_id = Some(id);
-                                undecodable.push(Answer::DecodeFailed { id, reason });
-                            }
+                            // Answered above.
+                            Job::Undecodable(_) => jobs.last_id = Some(id),
                             Job::End => jobs.ended = true,
                         }
                     }
@@ -479,7 +553,6 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                     &format!("cannot read a message from the app: {e}"),
                 ),
             }
-            jobs.unsent += undecodable.len();
             let queued = jobs.queue.len();
             // This thread runs the one request it read next: rather than wake another thread to
             // read in its place, let the control thread wake one when a request comes. With more
@@ -506,19 +579,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
             queued.min(self.parallelism + 1)
         };
         self.wake(wake);
-        // Requests that did not decode are answered at once (the others run), and before a
-        // drained worker may exit.
-        let mut drained = drained;
-        if !undecodable.is_empty() {
-            let n = undecodable.len();
-            for answer in undecodable {
-                self.outbox.push(answer);
-            }
-            {
-                let mut jobs = lock(&self.jobs);
-                jobs.unsent -= n;
-                drained = jobs.is_drained();
-            }
+        if undecodable {
             self.outbox.flush(|batch| self.send_answers(batch));
         }
         if drained {
@@ -554,6 +615,11 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
             let ready = watch.wait();
             if ready.notified && lock(&self.jobs).is_drained() {
                 self.wait_drained();
+            }
+            if ready.deadline && !PANICKING.load(Ordering::SeqCst) {
+                // Answers were held for `HOLD_FOR` while their thread runs another request:
+                // they go out now, whatever that request takes.
+                self.outbox.expired(|batch| self.send_answers(batch));
             }
             if ready.requests {
                 let mut jobs = lock(&self.jobs);
@@ -609,6 +675,7 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
             }
         }
         let sender: IpcSender<FramedRef<'_, ToAppRef<'_, O>>> = self.answers.clone().to();
+        ANSWER_MESSAGES.fetch_add(1, Ordering::Relaxed);
         match sender.send(FramedRef(&ToAppRef::Answers(batch))) {
             Ok(()) => {}
             Err(IpcError::SerializationError(e)) => {

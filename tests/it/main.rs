@@ -1,5 +1,6 @@
 //! Integration tests: real worker processes, crashed for real.
 
+mod answers;
 mod bad_input;
 mod basics;
 mod build_support;

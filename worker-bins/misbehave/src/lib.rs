@@ -121,6 +121,8 @@ pub enum Request {
     /// Start `sleep 1000` as a child of the worker (a grandchild of the app), without waiting
     /// for it, and answer with its pid.
     Grandchild,
+    /// Answer with how many messages of answers the worker process has sent so far.
+    AnswerMessages,
 }
 
 /// What it answers.

@@ -32,6 +32,7 @@ fn wait_for(key: &str) {
 
 fn handle(args: RequestArgs<Request>) -> Response {
     let cancel = args.cancel_token();
+    let answer_messages = args.answer_messages_sent();
     match args.request {
         Request::Echo(text) => Response::Text(text),
         Request::WaitFor(key) => {
@@ -119,6 +120,7 @@ fn handle(args: RequestArgs<Request>) -> Response {
         }
         Request::Sum(buffer) => Response::Number(buffer.iter().map(|b| u64::from(*b)).sum()),
         Request::CancelledCount => Response::Number(CANCELLED.load(Ordering::Relaxed)),
+        Request::AnswerMessages => Response::Number(answer_messages),
         Request::CrashOnce(marker) => {
             if std::fs::create_dir(&marker).is_ok() {
                 let p: *mut u8 = std::hint::black_box(std::ptr::null_mut());
