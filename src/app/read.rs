@@ -225,10 +225,13 @@ impl<O> ReadTurns<O> {
     pub(super) fn future_waits(&self) {
         let mut turns = lock(&self.turns);
         // Someone reads already (the reader thread, or a blocking call): whatever it reads is
-        // put in the future's slot, which wakes it. Only a free turn needs the reader thread.
-        if !turns.futures && turns.receiver.is_some() {
+        // put in the future's slot, which wakes it; whoever gives the turn back then wakes the
+        // reader thread for the futures still waiting. Only a free turn needs it now.
+        if !turns.futures {
             turns.futures = true;
-            self.wake_reader(turns);
+            if turns.receiver.is_some() {
+                self.wake_reader(turns);
+            }
         }
     }
 
@@ -326,7 +329,7 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
     ) {
         match self.read_message(inbox, &mut receiver, deadline, true) {
             Read::Message | Read::Deadline | Read::Empty => {
-                self.give_back(inbox, receiver, usize::from(by_waiter));
+                self.give_back(inbox, receiver, usize::from(by_waiter), by_waiter);
             }
             Read::Ended(protocol_error) => {
                 drop(receiver);
@@ -341,16 +344,18 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
 
     /// Puts the receiver back after a read by a thread other than the reader thread (`me`
     /// counts that thread among the waiters), and wakes who should read next: other waiters;
-    /// the reader thread, asleep on its doorbell, when futures wait, when requests are in
-    /// flight and no blocking call will read for them, or when the worker has exited (the end
-    /// must be read). Lock order: turns, then state.
-    fn give_back(&self, inbox: &dyn Inbox<O>, receiver: ReadEnd<O>, me: usize) {
+    /// the reader thread, asleep on its doorbell, when futures wait, when the worker has exited
+    /// (the end must be read), or, after a blocking call (`by_waiter`), when requests are in
+    /// flight and no blocking call will read for them. A future's own read does not wake it for
+    /// its own request: the future rings when it returns `Pending`. Lock order: turns, then
+    /// state.
+    fn give_back(&self, inbox: &dyn Inbox<O>, receiver: ReadEnd<O>, me: usize, by_waiter: bool) {
         let mut turns = lock(&self.turns);
         turns.receiver = Some(receiver);
         let others = turns.waiters - me;
         let reader = self.watch.is_some()
             && turns.reader_asleep
-            && (turns.futures || turns.exited || (others == 0 && inbox.has_pending()));
+            && (turns.futures || turns.exited || (by_waiter && others == 0 && inbox.has_pending()));
         if reader {
             self.wake_reader(turns);
         } else {
@@ -466,11 +471,11 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
         drop(turns);
         match self.read_message(inbox, &mut receiver, None, false) {
             Read::Message => {
-                self.give_back(inbox, receiver, 0);
+                self.give_back(inbox, receiver, 0, false);
                 Tried::Read
             }
             Read::Empty | Read::Deadline => {
-                self.give_back(inbox, receiver, 0);
+                self.give_back(inbox, receiver, 0, false);
                 Tried::Empty
             }
             Read::Ended(reason) => {

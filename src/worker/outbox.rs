@@ -54,6 +54,9 @@ struct OutboxState<T> {
     held: bool,
     /// When the last deadline started expires (in the past once it has).
     expires: Option<Instant>,
+    /// Threads waiting on `idle` for a send to end (only a drain before the exit): without
+    /// them, a send's end wakes nobody, and costs no system call.
+    draining: usize,
 }
 
 /// Clears the sending flag if the send panics (a user's `Serialize` may).
@@ -76,6 +79,7 @@ impl<T> Outbox<T> {
                 sending: false,
                 held: false,
                 expires: None,
+                draining: 0,
             }),
             idle: Condvar::new(),
             max_batch: max_batch.max(1),
@@ -156,9 +160,12 @@ impl<T> Outbox<T> {
                 break;
             }
         }
+        let draining = state.draining > 0;
         drop(state);
         std::mem::forget(guard);
-        self.idle.notify_all();
+        if draining {
+            self.idle.notify_all();
+        }
     }
 }
 
@@ -167,12 +174,14 @@ impl<T> Outbox<T> {
     /// before a process exits.
     pub(crate) fn drain(&self, send: impl FnMut(&[T])) {
         let mut state = lock(&self.state);
+        state.draining += 1;
         while state.sending {
             state = self
                 .idle
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+        state.draining -= 1;
         drop(state);
         self.flush(send);
     }

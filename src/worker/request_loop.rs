@@ -562,6 +562,9 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                 && !jobs.ended
                 && jobs.has_room(self.limit);
             let lazy = match (&self.watch, lazy) {
+                // With one handler at a time, a request read while this one runs could not
+                // start before this thread is free to read it itself: nobody need watch.
+                (_, true) if self.parallelism == 1 => true,
                 (Some(watch), true) => {
                     jobs.reader_armed = true;
                     watch.arm();
