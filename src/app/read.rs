@@ -27,7 +27,7 @@
 //! ```
 //!
 //! Every message's header and descriptors are checked before anything is decoded
-//! (`Socket::read_packet`, or `Socket::check_next` before `ipc-channel` reads it): a worker
+//! (`Socket::read_packet`): a worker
 //! cannot make the app allocate without bound, wait for the rest of a message that never comes,
 //! or panic.
 
@@ -43,7 +43,7 @@ use crate::error::RunError;
 use crate::sync::lock;
 use crate::wire::messages::{recv_guarded, Answer, ToApp};
 use crate::wire::transport::{
-    with_channels, with_limit, Doorbell, ExitFd, Framed, PacketReader, Received, Socket,
+    with_limit, Doorbell, ExitFd, Framed, PacketReader, Received, Socket,
 };
 
 /// How long the reader thread leaves the channel to threads in `Reply::wait` after the last one
@@ -107,7 +107,7 @@ struct Turns<O> {
 
 impl<O: serde::Serialize + serde::de::DeserializeOwned + 'static> ReadTurns<O> {
     pub(super) fn new(receiver: Receiver<O>, socket: Option<Socket>, exit: Option<ExitFd>) -> Self {
-        let own = socket.and_then(PacketReader::new).map(Box::new);
+        let own = socket.map(|socket| Box::new(PacketReader::new(socket)));
         // Reading without the reader thread needs bincrew's own read, and the exit in sight.
         let watch = match (&own, exit) {
             (Some(_), Some(exit)) => Doorbell::new().map(|doorbell| Watch { doorbell, exit }),
@@ -276,17 +276,7 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
                     Received::Refused(reason) => return Read::Ended(Some(reason)),
                 }
             }
-            (Some(socket), None) => {
-                if deadline.is_some() && !socket.wait_readable(deadline) {
-                    return Read::Deadline;
-                }
-                let channels = match socket.check_next(limit) {
-                    Ok(channels) => channels,
-                    Err(reason) => return Read::Ended(Some(reason)),
-                };
-                with_channels(channels, || with_limit(limit, || recv_guarded(receiver)))
-            }
-            (None, _) => match deadline {
+            _ => match deadline {
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match with_limit(limit, || receiver.try_recv_timeout(left)) {

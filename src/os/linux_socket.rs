@@ -132,14 +132,22 @@ pub(crate) fn wait(fd: i32, direction: Direction, timeout: Option<Duration>) -> 
     ready > 0
 }
 
-pub(crate) fn check_next(fd: i32, limit: usize) -> Result<usize, String> {
-    let mut header = [0u8; HEADER];
+/// One `recvmsg` of the next packet on `fd` into `buffer` (`len` bytes at `buffer`), with
+/// `flags` added to `MSG_TRUNC | MSG_CMSG_CLOEXEC`, retried when interrupted: the packet's full
+/// length (even past `len`), the message flags, and the descriptors it carried (now owned by
+/// the caller).
+fn recv_packet(
+    fd: i32,
+    buffer: *mut u8,
+    len: usize,
+    flags: libc::c_int,
+) -> std::io::Result<(usize, libc::c_int, Vec<i32>)> {
     // Aligned for `cmsghdr`.
     let mut control = [0u64; 80];
     loop {
         let mut iov = libc::iovec {
-            iov_base: header.as_mut_ptr().cast(),
-            iov_len: header.len(),
+            iov_base: buffer.cast(),
+            iov_len: len,
         };
         // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the call.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -147,13 +155,13 @@ pub(crate) fn check_next(fd: i32, limit: usize) -> Result<usize, String> {
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        // SAFETY: recvmsg writes into the buffers described by `msg`. MSG_PEEK leaves the
-        // message where it is, for `ipc-channel` to read; MSG_TRUNC returns its full length.
+        // SAFETY: recvmsg writes at most `len` bytes at `buffer` (the caller's) and the control
+        // data into `control`; MSG_TRUNC returns the packet's full length.
         let n = unsafe {
             libc::recvmsg(
                 fd,
                 &mut msg,
-                libc::MSG_PEEK | libc::MSG_TRUNC | libc::MSG_CMSG_CLOEXEC,
+                libc::MSG_TRUNC | libc::MSG_CMSG_CLOEXEC | flags,
             )
         };
         if n < 0 {
@@ -161,18 +169,9 @@ pub(crate) fn check_next(fd: i32, limit: usize) -> Result<usize, String> {
             if error.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            // `ipc-channel`'s own read reports it.
-            return Ok(0);
+            return Err(error);
         }
-        // Peeking copied the message's descriptors into this process: look at them, close them.
-        let fds = received_fds(&msg);
-        let verdict = check_packet(&header, n as usize, msg.msg_flags, &fds, limit)
-            .map(|()| fds.iter().filter(|&&fd| is_socket(fd)).count());
-        for fd in fds {
-            // SAFETY: these descriptors were just created by the peek and are owned here.
-            unsafe { libc::close(fd) };
-        }
-        return verdict;
+        return Ok((n as usize, msg.msg_flags, received_fds(&msg)));
     }
 }
 
@@ -262,7 +261,7 @@ pub(crate) fn packet_buffer_len() -> usize {
 }
 
 /// Reads the next packet from `fd` (waiting for one) into `buffer`, and checks it as
-/// [`check_next`] does. A packet without descriptors stays in `buffer` for the caller to decode:
+/// `ipc-channel` would need. A packet without descriptors stays in `buffer` for the caller to decode:
 /// one system call, where a peek and `ipc-channel`'s own read take two. A packet with
 /// descriptors is sent unchanged, descriptors included, through `reinject` (the sending end of
 /// a channel of this process whose receiving end `ipc-channel` then reads). `Err` says why the
@@ -275,78 +274,46 @@ pub(crate) fn read_packet(
     wait: bool,
 ) -> Result<Packet, String> {
     let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
-    // Aligned for `cmsghdr`.
-    let mut control = [0u64; 80];
-    loop {
-        let mut iov = libc::iovec {
-            iov_base: buffer.as_mut_ptr().cast(),
-            iov_len: buffer.len(),
-        };
-        // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the call.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        // SAFETY: recvmsg writes into the buffers described by `msg`; MSG_TRUNC returns the
-        // packet's full length even when it is longer than `buffer`.
-        let n = unsafe {
-            libc::recvmsg(
-                fd,
-                &mut msg,
-                libc::MSG_TRUNC | libc::MSG_CMSG_CLOEXEC | flags,
-            )
-        };
-        if n < 0 {
-            let error = std::io::Error::last_os_error();
-            if error.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            if error.kind() == std::io::ErrorKind::WouldBlock {
-                return Ok(Packet::Empty);
-            }
-            if error.raw_os_error() == Some(libc::ECONNRESET) {
-                return Ok(Packet::End);
-            }
-            return Err(format!("reading its channel failed: {error}"));
-        }
-        let n = n as usize;
-        if n == 0 {
-            return Ok(Packet::End);
-        }
-        let fds = received_fds(&msg);
-        // SAFETY: recvmsg wrote the packet's first `min(n, buffer.len())` bytes.
-        let received = unsafe {
-            std::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), n.min(buffer.len()))
-        };
-        let mut header = [0u8; HEADER];
-        let copied = received.len().min(HEADER);
-        header[..copied].copy_from_slice(&received[..copied]);
-        let verdict = if n > buffer.len() {
-            Err(format!(
-                "it sent a packet of {n} bytes, more than a channel carries at once"
-            ))
-        } else {
-            check_packet(&header, n, msg.msg_flags, &fds, limit)
-        };
-        if let Err(reason) = verdict {
-            close_all(&fds);
-            return Err(reason);
-        }
-        if fds.is_empty() {
-            return Ok(Packet::Data { len: n - HEADER });
-        }
-        let channels = fds.iter().filter(|&&fd| is_socket(fd)).count();
-        let passed = match reinject() {
-            Some(reinject) => send_packet(reinject, received, &fds),
-            None => Err(std::io::Error::other("no channel to pass it on")),
-        };
-        // The message in flight holds its own references to the descriptors.
-        close_all(&fds);
-        return passed
-            .map(|()| Packet::Passed { channels })
-            .map_err(|e| format!("passing on a message with channels failed: {e}"));
+    let (n, msg_flags, fds) = match recv_packet(fd, buffer.as_mut_ptr().cast(), buffer.len(), flags)
+    {
+        Ok(received) => received,
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return Ok(Packet::Empty),
+        Err(error) if error.raw_os_error() == Some(libc::ECONNRESET) => return Ok(Packet::End),
+        Err(error) => return Err(format!("reading its channel failed: {error}")),
+    };
+    if n == 0 {
+        return Ok(Packet::End);
     }
+    // SAFETY: recvmsg wrote the packet's first `min(n, buffer.len())` bytes.
+    let received =
+        unsafe { std::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), n.min(buffer.len())) };
+    let mut header = [0u8; HEADER];
+    let copied = received.len().min(HEADER);
+    header[..copied].copy_from_slice(&received[..copied]);
+    let verdict = if n > buffer.len() {
+        Err(format!(
+            "it sent a packet of {n} bytes, more than a channel carries at once"
+        ))
+    } else {
+        check_packet(&header, n, msg_flags, &fds, limit)
+    };
+    if let Err(reason) = verdict {
+        close_all(&fds);
+        return Err(reason);
+    }
+    if fds.is_empty() {
+        return Ok(Packet::Data { len: n - HEADER });
+    }
+    let channels = fds.iter().filter(|&&fd| is_socket(fd)).count();
+    let passed = match reinject() {
+        Some(reinject) => send_packet(reinject, received, &fds),
+        None => Err(std::io::Error::other("no channel to pass it on")),
+    };
+    // The message in flight holds its own references to the descriptors.
+    close_all(&fds);
+    passed
+        .map(|()| Packet::Passed { channels })
+        .map_err(|e| format!("passing on a message with channels failed: {e}"))
 }
 
 fn close_all(fds: &[i32]) {

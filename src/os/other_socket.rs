@@ -22,10 +22,6 @@ pub(crate) fn wait(_fd: i32, _direction: Direction, _timeout: Option<Duration>) 
     true
 }
 
-pub(crate) fn check_next(_fd: i32, _limit: usize) -> Result<usize, String> {
-    Ok(0)
-}
-
 /// What `read_packet` read (never called here: no socket is ever found).
 pub(crate) enum Packet {
     End,

@@ -9,10 +9,10 @@
 //! - makes the app's sending ends non-blocking, so a send either goes out whole or fails with
 //!   `WouldBlock` having sent nothing ([`Sent::WouldBlock`]), and a writer thread waits for room
 //!   with [`wait_writable`];
-//! - looks at each message before `ipc-channel` reads it ([`check_next`]): the header of its
-//!   first fragment (declared sizes), and the descriptors it carries (their kind and size), so a
-//!   message that would make `ipc-channel` allocate without bound, wait for ever or panic is
-//!   refused before it is read;
+//! - reads each message itself ([`PacketReader`]) and checks it before anything is decoded: the
+//!   header of its first fragment (declared sizes), and the descriptors it carries (their kind
+//!   and size), so a message that would make `ipc-channel` allocate without bound, wait for ever
+//!   or panic is refused;
 //! - waits for a message with a deadline ([`wait_readable`]).
 //!
 //! Where the descriptor cannot be found (another platform, or another `ipc-channel` whose `Debug`
@@ -279,8 +279,8 @@ impl<'de, T: Parse> Deserialize<'de> for Framed<T> {
 }
 
 thread_local! {
-    /// How many channels the message this thread is about to decode carries, when the app
-    /// looked (`Socket::check_next`).
+    /// How many channels the message this thread is about to decode carries, when it was read
+    /// by a [`PacketReader`].
     static CHANNELS: Cell<Option<usize>> = const { Cell::new(None) };
     /// Set while this thread closes the channels of a message that no item took, by probing
     /// their indices: the panic that ends the probe is expected (see [`quiet_panic`]).
@@ -457,16 +457,10 @@ impl Socket {
         imp::Watch::new(self.fd, requests.fd)
     }
 
-    /// Looks at the next message before `ipc-channel` reads it, waiting for one: `Err` says why
-    /// reading it could make the app allocate without bound, wait for ever or panic.
-    /// `Ok` is the number of channels the message carries.
-    pub(crate) fn check_next(self, limit: usize) -> Result<usize, String> {
-        imp::check_next(self.fd, limit)
-    }
-
     /// Reads the next message itself, waiting for one unless `wait` is false (then
-    /// [`Packet::Empty`] when none is there), and checks it as [`Socket::check_next`]
-    /// does: one system call instead of a peek and `ipc-channel`'s read. A message without
+    /// [`Packet::Empty`] when none is there), and checks it: `Err` says why reading it could
+    /// make the reader allocate without bound, wait for ever or panic. One system call, where a
+    /// peek and `ipc-channel`'s read take two. A message without
     /// descriptors stays in `buffer` (at least [`packet_buffer_len`] bytes) for the caller to
     /// decode ([`Packet::Data`]); one with descriptors is sent on unchanged through the socket
     /// `reinject` gives (a sending end of this process, made when first needed), for
@@ -537,14 +531,14 @@ pub(crate) enum Received<T> {
 
 impl<T: Serialize + for<'de> Deserialize<'de> + 'static> PacketReader<T> {
     /// A reader of `socket`, the receiving end's descriptor.
-    pub(crate) fn new(socket: Socket) -> Option<PacketReader<T>> {
+    pub(crate) fn new(socket: Socket) -> PacketReader<T> {
         let mut buffer = Vec::with_capacity(packet_buffer_len());
         buffer.resize(packet_buffer_len(), std::mem::MaybeUninit::uninit());
-        Some(PacketReader {
+        PacketReader {
             socket,
             buffer,
             pass: None,
-        })
+        }
     }
 
     /// Reads and decodes the next message, waiting for one unless `wait` is false; refuses

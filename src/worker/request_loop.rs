@@ -166,7 +166,7 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
     let loop_ = Arc::new(Loop {
         handler,
         receiver: Mutex::new(RequestReader {
-            own: request_socket.and_then(PacketReader::new),
+            own: request_socket.map(PacketReader::new),
             receiver: request_rx,
         }),
         answers,
