@@ -106,6 +106,12 @@
 //! - **Dying with the app** is immediate on Linux (the kernel's parent-death signal); elsewhere a
 //!   worker notices that its app is gone when its channels close, which takes a handler that is
 //!   not stuck.
+//! - **Polling a reply may step aside once** (`sched_yield`) when its answer is not there yet,
+//!   so that a worker on the same CPU answers before the task parks; when that seldom helps
+//!   (the worker runs on another CPU), it stops for a while. It never waits for the worker.
+//! - **A worker holds fast answers for up to 200 µs** while more requests of the same batch
+//!   are queued, so that they share messages; answers held when it crashes are lost with it
+//!   (their requests fail with the crash report).
 //! - **Channels inside a value that fails to decode** are closed by bincrew on Linux; elsewhere
 //!   they may stay open until the process ends.
 //! - **Self-spawned workers in tests** need libtest's harness (`cargo test`, `cargo nextest`):
