@@ -412,7 +412,16 @@ pub(crate) fn remove_secret_env(key: &str) {
 /// The address range of the initial environment block, from `/proc/self/stat` (fields 50 and
 /// 51, `env_start` and `env_end`).
 fn initial_environment() -> Option<std::ops::Range<usize>> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    use std::io::Read;
+    // One read with room for the whole line (a few hundred bytes): the kernel renders the
+    // file anew for each read, which `read_to_string`'s small first reads would repeat.
+    let mut bytes = Vec::with_capacity(4096);
+    std::fs::File::open("/proc/self/stat")
+        .ok()?
+        .take(64 * 1024)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    let stat = String::from_utf8_lossy(&bytes);
     // Fields after the command name, which is in parentheses and may contain anything.
     let (_, rest) = stat.rsplit_once(')')?;
     let mut fields = rest.split_whitespace().skip(50 - 3);
