@@ -12,8 +12,8 @@ use semver::{Version, VersionReq};
 /// Version of the messages exchanged after the handshake. Bump it whenever `wire/messages.rs` or
 /// the way it is encoded changes, or that of a type bincrew encodes inside requests and
 /// responses (2: frame bodies encode their items one by one; 3: a `SharedBuffer` carries its
-/// token).
-pub(crate) const PROTOCOL: u32 = 3;
+/// token; 4: large frame bodies travel in a region of shared memory each channel keeps).
+pub(crate) const PROTOCOL: u32 = 4;
 
 /// The serialization line of the messages after the handshake: they are encoded by
 /// `ipc-channel`, whose format changes between minor versions (0.20 used bincode, 0.23 postcard).

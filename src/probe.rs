@@ -154,7 +154,7 @@ pub fn probe_worker(exe: &Path, name: &str, timeout: Duration) -> Result<WorkerP
     };
     let sent = control
         .send(vec![(0, Control::Shutdown)])
-        .and_then(|()| requests.send(FramedRef(&[(u64::MAX, Job::End)])));
+        .and_then(|()| requests.send(FramedRef(&[(u64::MAX, Job::End)], None)));
     if let Err(e) = sent {
         connected.process.kill_and_reap();
         return Err(failed(format!("cannot ask it to shut down: {e}")));

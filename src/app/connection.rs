@@ -33,6 +33,7 @@ use crate::process::Process;
 use crate::sync::lock;
 use crate::wire::codec;
 use crate::wire::messages::{Answer, Control, Job, RequestBatch};
+use crate::wire::region::Region;
 use crate::wire::transport::{take_encode_failures, FramedRef, Sent, Socket};
 use crate::IpcValue;
 
@@ -56,6 +57,8 @@ pub(crate) struct Connection<I, O> {
     pub(super) control: Lane<Control>,
     /// `IpcSender<FramedRef<[(u64, Job<I>)]>>`.
     pub(super) request_tx: OpaqueIpcSender,
+    /// Its region, for large batches.
+    pub(super) request_region: Region,
     /// `IpcSender<[(u64, Control)]>`.
     pub(super) control_tx: OpaqueIpcSender,
     pub(super) state: Mutex<WorkerState<O>>,
@@ -162,6 +165,7 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
             requests: Lane::new(settings.max_batch, channels.request_socket),
             control: Lane::new(settings.max_batch, channels.control_socket),
             request_tx: channels.requests,
+            request_region: Region::new(),
             control_tx: channels.control,
             state: Mutex::new(WorkerState {
                 phase: Phase::Running,
@@ -444,7 +448,11 @@ struct RequestSink<'a, I, O>(&'a Connection<I, O>);
 impl<I: IpcValue, O: IpcValue> Sink<Job<I>> for RequestSink<'_, I, O> {
     fn send(&self, batch: &[(u64, Job<I>)]) -> Sent {
         let sender: IpcSender<RequestBatch<'_, I>> = self.0.request_tx.clone().to();
-        let sent = Sent::from_result(sender.send(FramedRef(batch)));
+        let claim = self.0.request_region.claim();
+        let sent = Sent::from_result(sender.send(FramedRef(batch, claim.as_ref())));
+        if let (Sent::Done, Some(claim)) = (&sent, claim) {
+            claim.sent();
+        }
         // Requests that did not encode were left out of the message: they fail alone, once
         // the message went out (a batch that did not go out is encoded again later).
         let failures = take_encode_failures();

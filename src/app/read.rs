@@ -42,6 +42,7 @@ use super::reply::Slot;
 use crate::error::RunError;
 use crate::sync::lock;
 use crate::wire::messages::{recv_guarded, Answer, ToApp};
+use crate::wire::region::{with_incoming, Incoming};
 use crate::wire::transport::{
     with_limit, Doorbell, ExitFd, Framed, PacketReader, Received, Socket,
 };
@@ -58,6 +59,8 @@ struct ReadEnd<O> {
     receiver: Receiver<O>,
     /// Where the socket is known and a channel to pass messages on could be made.
     own: Option<Box<PacketReader<Framed<ToApp<O>>>>>,
+    /// The worker's region, for answers it places there.
+    incoming: Incoming,
 }
 
 pub(super) struct ReadTurns<O> {
@@ -115,7 +118,11 @@ impl<O: serde::Serialize + serde::de::DeserializeOwned + 'static> ReadTurns<O> {
         };
         ReadTurns {
             turns: Mutex::new(Turns {
-                receiver: Some(ReadEnd { receiver, own }),
+                receiver: Some(ReadEnd {
+                    receiver,
+                    own,
+                    incoming: Incoming::default(),
+                }),
                 waiters: 0,
                 futures: false,
                 ended: false,
@@ -263,30 +270,39 @@ impl<O: serde::de::DeserializeOwned + serde::Serialize + 'static> ReadTurns<O> {
         wait: bool,
     ) -> Read {
         let limit = inbox.max_message();
-        let receiver = &end.receiver;
-        let received = match (self.socket, end.own.as_deref_mut()) {
+        let ReadEnd {
+            receiver,
+            own,
+            incoming,
+        } = end;
+        // `Err` here is how the read ended without a message.
+        let received = with_incoming(incoming, || match (self.socket, own.as_deref_mut()) {
             (Some(socket), Some(own)) => {
                 if deadline.is_some() && !socket.wait_readable(deadline) {
-                    return Read::Deadline;
+                    return Err(Read::Deadline);
                 }
                 match own.read(limit, wait) {
-                    Received::Message(message) => Ok(message),
-                    Received::Empty => return Read::Empty,
-                    Received::End => Err(IpcError::Disconnected),
-                    Received::Refused(reason) => return Read::Ended(Some(reason)),
+                    Received::Message(message) => Ok(Ok(message)),
+                    Received::Empty => Err(Read::Empty),
+                    Received::End => Ok(Err(IpcError::Disconnected)),
+                    Received::Refused(reason) => Err(Read::Ended(Some(reason))),
                 }
             }
             _ => match deadline {
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match with_limit(limit, || receiver.try_recv_timeout(left)) {
-                        Ok(message) => Ok(message),
-                        Err(TryRecvError::Empty) => return Read::Deadline,
-                        Err(TryRecvError::IpcError(e)) => Err(e),
+                        Ok(message) => Ok(Ok(message)),
+                        Err(TryRecvError::Empty) => Err(Read::Deadline),
+                        Err(TryRecvError::IpcError(e)) => Ok(Err(e)),
                     }
                 }
-                None => with_limit(limit, || recv_guarded(receiver)),
+                None => Ok(with_limit(limit, || recv_guarded(receiver))),
             },
+        });
+        let received = match received {
+            Ok(received) => received,
+            Err(read) => return read,
         };
         match received {
             Ok(Framed { value, .. }) => {
@@ -615,7 +631,7 @@ mod tests {
         let answers = [Answer::Done { id, response }];
         // The frame only borrows: extend the borrow for the channel's `'static` type.
         let tx: IpcSender<FramedRef<'_, ToAppRef<'_, u32>>> = tx.clone().to_opaque().to();
-        tx.send(FramedRef(&ToAppRef::Answers(&answers)))
+        tx.send(FramedRef(&ToAppRef::Answers(&answers), None))
             .expect("send");
     }
 

@@ -463,7 +463,9 @@ fn check_packet(
             libc::S_IFSOCK => {}
             libc::S_IFREG => {
                 let size = usize::try_from(st.st_size).unwrap_or(usize::MAX);
-                if size > limit {
+                // A region is its body rounded up (see `wire::region`); the body itself is
+                // checked against `limit` when the frame is decoded.
+                if size > limit.saturating_add(crate::wire::region::ROUND) {
                     return Err(format!(
                         "it sent shared memory of {size} bytes, over the limit of {limit}"
                     ));

@@ -691,7 +691,7 @@ mod tests {
             (u64::MAX, Job::End),
         ];
         assert!(jobs.as_slice().direct_len().is_some());
-        let direct = postcard::to_stdvec(&FramedRef(jobs.as_slice())).expect("encodes");
+        let direct = postcard::to_stdvec(&FramedRef(jobs.as_slice(), None)).expect("encodes");
         assert_eq!(direct, buffered(jobs.as_slice()));
 
         let answers = vec![
@@ -711,7 +711,7 @@ mod tests {
         ];
         let message = ToAppRef::Answers(&answers);
         assert!(message.direct_len().is_some());
-        let direct = postcard::to_stdvec(&FramedRef(&message)).expect("encodes");
+        let direct = postcard::to_stdvec(&FramedRef(&message, None)).expect("encodes");
         assert_eq!(direct, buffered(&message));
     }
 

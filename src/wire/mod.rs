@@ -4,5 +4,6 @@
 pub(crate) mod codec;
 pub(crate) mod hello;
 pub(crate) mod messages;
+pub(crate) mod region;
 pub(crate) mod shape;
 pub(crate) mod transport;

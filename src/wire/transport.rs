@@ -33,6 +33,8 @@ use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::region::{self, Claim};
+
 /// The largest message bincrew accepts by default: a frame in shared memory, or a shared-memory
 /// region inside a message.
 pub(crate) const DEFAULT_MAX_MESSAGE: usize = 1 << 30;
@@ -131,8 +133,10 @@ pub(crate) trait Parse: Sized {
 }
 
 /// The sending side of a frame: the body, written inside `ipc-channel`'s send (so the channels
-/// and shared memory it carries are collected as usual), inline or in shared memory.
-pub(crate) struct FramedRef<'a, T: ?Sized>(pub(crate) &'a T);
+/// and shared memory it carries are collected as usual), inline or in shared memory; and the
+/// channel's region, when the send holds it, for a large body that can be written straight into
+/// it (see `region.rs`).
+pub(crate) struct FramedRef<'a, T: ?Sized>(pub(crate) &'a T, pub(crate) Option<&'a Claim<'a>>);
 
 /// The receiving side of a frame: the value, and how many bytes its encoding took.
 pub(crate) struct Framed<T> {
@@ -150,6 +154,30 @@ impl<T> fmt::Debug for Framed<T> {
 
 const INLINE: u8 = 0;
 const SPILLED: u8 = 1;
+/// In the channel's region: the sequence number and the length.
+const PLACED: u8 = 2;
+/// In a new region, which the frame carries: the region, the sequence number and the length.
+const PLACED_NEW: u8 = 3;
+
+/// Writes a body whose [`Body::direct_len`] is `len` straight into `data` (exactly `len`
+/// bytes): the bytes [`Body::write`] would give.
+fn emit_into<T: Body + ?Sized>(body: &T, data: &mut [u8]) -> bool {
+    let len = data.len();
+    let mut serializer = postcard::Serializer {
+        output: postcard::ser_flavors::Slice::new(data),
+    };
+    // A postcard tuple is its elements, one after another.
+    let emitted = match serde::Serializer::serialize_tuple(&mut serializer, 0) {
+        Ok(mut tuple) => body.emit(&mut tuple).is_ok(),
+        Err(_) => false,
+    };
+    use postcard::ser_flavors::Flavor;
+    emitted
+        && serializer
+            .output
+            .finalize()
+            .is_ok_and(|used| used.len() == len)
+}
 
 /// Borrowed bytes, encoded as a byte string.
 struct Bytes<'a>(&'a [u8]);
@@ -184,7 +212,29 @@ pub(crate) fn take_encode_failures() -> Vec<(u64, String)> {
 
 impl<T: Body + ?Sized> Serialize for FramedRef<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if let Some(len) = self.0.direct_len().filter(|&len| len <= inline_max()) {
+        let direct = self.0.direct_len();
+        if let (Some(claim), Some(len)) = (self.1, direct.filter(|&len| len >= region::MIN_BODY)) {
+            if let Some(seq) = claim.place(len, |data| emit_into(self.0, data)) {
+                return claim.announce(|memory| match memory {
+                    Some(memory) => {
+                        let mut tuple = serializer.serialize_tuple(4)?;
+                        tuple.serialize_element(&PLACED_NEW)?;
+                        tuple.serialize_element(memory)?;
+                        tuple.serialize_element(&seq)?;
+                        tuple.serialize_element(&len)?;
+                        tuple.end()
+                    }
+                    None => {
+                        let mut tuple = serializer.serialize_tuple(3)?;
+                        tuple.serialize_element(&PLACED)?;
+                        tuple.serialize_element(&seq)?;
+                        tuple.serialize_element(&len)?;
+                        tuple.end()
+                    }
+                });
+            }
+        }
+        if let Some(len) = direct.filter(|&len| len <= inline_max()) {
             // Inline, written straight into the message: the same bytes as below (the kind,
             // then a byte string: its length as a varint, then the body), one copy fewer.
             let mut tuple = serializer.serialize_tuple(3)?;
@@ -267,6 +317,21 @@ impl<'de, T: Parse> Deserialize<'de> for Framed<T> {
                         }
                         T::parse(&memory).map(|value| (value, memory.len()))
                     }
+                    PLACED | PLACED_NEW => {
+                        let memory: Option<IpcSharedMemory> =
+                            if kind == PLACED_NEW {
+                                Some(seq.next_element()?.ok_or_else(|| {
+                                    A::Error::custom("a frame without its region")
+                                })?)
+                            } else {
+                                None
+                            };
+                        let place: Option<(u64, usize)> =
+                            seq.next_element::<u64>()?.zip(seq.next_element::<usize>()?);
+                        let (number, len) =
+                            place.ok_or_else(|| A::Error::custom("a frame without its place"))?;
+                        region::take(memory, number, len, limit, T::parse).map(|value| (value, len))
+                    }
                     other => return Err(A::Error::custom(format!("a frame of kind {other}"))),
                 };
                 let (value, len) = decoded.map_err(A::Error::custom)?;
@@ -274,7 +339,8 @@ impl<'de, T: Parse> Deserialize<'de> for Framed<T> {
             }
         }
 
-        deserializer.deserialize_tuple(2, FrameVisitor(PhantomData))
+        // At most four elements (`PLACED_NEW`); postcard does not encode the count.
+        deserializer.deserialize_tuple(4, FrameVisitor(PhantomData))
     }
 }
 
@@ -665,7 +731,7 @@ mod tests {
         let small: Vec<u32> = (0..10).collect();
         let big: Vec<u32> = (0..(inline_max() as u32)).collect();
         for value in [small, big] {
-            tx.send(FramedRef(&[(7, Job::Run(value.clone()))][..]))
+            tx.send(FramedRef(&[(7, Job::Run(value.clone()))][..], None))
                 .expect("send");
             let back = rx.recv().expect("recv");
             assert_eq!(back.len > inline_max(), value.len() > 10);

@@ -32,6 +32,7 @@ use crate::os::socket::Watch;
 use crate::sync::lock;
 use crate::wire::hello::{Hello, RawBytes};
 use crate::wire::messages::{recv_guarded, Answer, Control, Job, Ready, ToAppRef};
+use crate::wire::region::{with_incoming, Incoming, Region};
 use crate::wire::shape;
 use crate::wire::transport::{self, Framed, FramedRef, PacketReader, Received, Socket};
 use crate::IpcValue;
@@ -84,12 +85,26 @@ type Requests<I> = IpcReceiver<Batch<I>>;
 struct RequestReader<I> {
     receiver: Requests<I>,
     own: Option<PacketReader<Batch<I>>>,
+    /// The app's region, for requests it places there.
+    incoming: Incoming,
 }
 
 impl<I: IpcValue> RequestReader<I> {
     fn recv(&mut self) -> Result<Batch<I>, IpcError> {
-        let Some(own) = &mut self.own else {
-            return recv_guarded(&self.receiver);
+        let RequestReader {
+            receiver,
+            own,
+            incoming,
+        } = self;
+        with_incoming(incoming, || Self::read(receiver, own.as_mut()))
+    }
+
+    fn read(
+        receiver: &Requests<I>,
+        own: Option<&mut PacketReader<Batch<I>>>,
+    ) -> Result<Batch<I>, IpcError> {
+        let Some(own) = own else {
+            return recv_guarded(receiver);
         };
         // The app is trusted with the size of what it sends: the worker's queue limits what it
         // holds.
@@ -101,7 +116,7 @@ impl<I: IpcValue> RequestReader<I> {
                 reason,
             ))),
             // A read that waits is never empty; read as `ipc-channel` would.
-            Received::Empty => recv_guarded(&self.receiver),
+            Received::Empty => recv_guarded(receiver),
         }
     }
 }
@@ -168,8 +183,10 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
         receiver: Mutex::new(RequestReader {
             own: request_socket.map(PacketReader::new),
             receiver: request_rx,
+            incoming: Incoming::default(),
         }),
         answers,
+        answer_region: Region::new(),
         // With a watch, its timer bounds how long answers are held; without, none are.
         outbox: Outbox::new(
             MAX_BATCH,
@@ -257,6 +274,8 @@ struct Loop<I, O> {
     receiver: Mutex<RequestReader<I>>,
     /// The worker-to-app channel.
     answers: OpaqueIpcSender,
+    /// Its region, for large answers.
+    answer_region: Region,
     outbox: Outbox<Answer<O>>,
     jobs: Mutex<Jobs<I>>,
     /// Signalled for the handler threads: a request is queued, room in the queue, or nobody
@@ -679,7 +698,12 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
         }
         let sender: IpcSender<FramedRef<'_, ToAppRef<'_, O>>> = self.answers.clone().to();
         ANSWER_MESSAGES.fetch_add(1, Ordering::Relaxed);
-        match sender.send(FramedRef(&ToAppRef::Answers(batch))) {
+        let claim = self.answer_region.claim();
+        let sent = sender.send(FramedRef(&ToAppRef::Answers(batch), claim.as_ref()));
+        if let (Ok(()), Some(claim)) = (&sent, claim) {
+            claim.sent();
+        }
+        match sent {
             Ok(()) => {}
             Err(IpcError::SerializationError(e)) => {
                 // Nothing was sent; tell the app which requests lost their responses.
@@ -691,7 +715,10 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                         reason: reason.clone(),
                     })
                     .collect();
-                if sender.send(FramedRef(&ToAppRef::Answers(&failed))).is_err() {
+                if sender
+                    .send(FramedRef(&ToAppRef::Answers(&failed), None))
+                    .is_err()
+                {
                     std::process::exit(0);
                 }
             }
@@ -741,10 +768,13 @@ fn install_panic_hook(answers: OpaqueIpcSender) {
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
         let sender: IpcSender<FramedRef<'_, ToAppRef<'_, ()>>> = answers.clone().to();
-        let _ = sender.send(FramedRef(&ToAppRef::Panicked {
-            message: &message,
-            location: location.as_deref(),
-        }));
+        let _ = sender.send(FramedRef(
+            &ToAppRef::Panicked {
+                message: &message,
+                location: location.as_deref(),
+            },
+            None,
+        ));
         previous(info);
         exit_now(EXIT_PANIC);
     }));

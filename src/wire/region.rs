@@ -1,0 +1,362 @@
+//! Shared memory that a channel's sender keeps for large frame bodies, so that they cross
+//! without the socket's two copies (into the kernel and out of it) and without new shared
+//! memory for each message.
+//!
+//! The sending side of a channel (the app's request channel, a worker's answer channel) owns
+//! one [`Region`]. A frame whose body is at least [`MIN_BODY`] bytes, and whose body can be
+//! written straight into place (`Body::direct_len`: no IPC handles inside), is written into the
+//! region instead of the message, when the region is free; the message then carries only the
+//! region's sequence number and the body's length. The first frame placed in a new region
+//! carries the region itself (as `IpcSharedMemory`), and the receiver keeps its mapping
+//! ([`Incoming`]) for the frames after it.
+//!
+//! The region starts with a [`HEADER`] holding one counter, written only by the receiver: the
+//! sequence number of the last frame it finished decoding. The sender uses the region again
+//! only once that counter reaches the last frame it placed; otherwise (the receiver is slow,
+//! frozen or dishonest, or another thread is sending) the frame goes through the socket as
+//! before. So a receiver can only spoil its own reads: releasing early lets the sender write
+//! while it still reads, and never releasing costs the sender the fast path.
+//!
+//! A region holds at most [`MAX_REGION`] bytes; a larger body goes into new shared memory of
+//! its own, as before. Its size is its first body's rounded up to [`ROUND`]; a larger body
+//! makes a new region, which the next frame announces.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use ipc_channel::ipc::IpcSharedMemory;
+
+/// Bytes before a region's data: the receiver's release counter, alone on its cache line.
+pub(crate) const HEADER: usize = 64;
+
+/// The smallest body placed in a region: below it, the socket's copies cost less than the
+/// region's bookkeeping.
+pub(crate) const MIN_BODY: usize = 16 << 10;
+
+/// The largest region a channel keeps (header included). Larger bodies use new shared memory
+/// each; `SharedBuffer` is the way for large blobs.
+pub(crate) const MAX_REGION: usize = 2 << 20;
+
+/// Region sizes are multiples of this. A receiver accepts shared memory up to this much over
+/// its message limit, since the sender rounds up a body that is within the limit.
+pub(crate) const ROUND: usize = 64 << 10;
+
+/// A region mapped in this process.
+struct Mapped {
+    memory: IpcSharedMemory,
+    /// The start of the mapping, from `IpcSharedMemory::deref_mut`, so that this process may
+    /// write through it (the sender its data, the receiver its header).
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: `base` points into `memory`'s mapping, which moves with it; `IpcSharedMemory` is
+// `Send`.
+unsafe impl Send for Mapped {}
+
+impl Mapped {
+    /// A new, zeroed region of `len` bytes; `None` when shared memory cannot be made
+    /// (`ipc-channel` panics then: out of descriptors or memory).
+    fn new(len: usize) -> Option<Mapped> {
+        let memory = std::panic::catch_unwind(|| IpcSharedMemory::from_byte(0, len)).ok()?;
+        Mapped::of(memory)
+    }
+
+    /// The mapping of `memory`, when it can hold the header.
+    fn of(mut memory: IpcSharedMemory) -> Option<Mapped> {
+        let len = memory.len();
+        if len < HEADER {
+            return None;
+        }
+        // SAFETY: `memory` is owned here and not otherwise borrowed; the pointer is kept only
+        // as long as `memory`.
+        let base = unsafe { memory.deref_mut() }.as_mut_ptr();
+        Some(Mapped { memory, base, len })
+    }
+
+    /// The receiver's release counter.
+    fn released(&self) -> &AtomicU64 {
+        // SAFETY: the mapping is page-aligned and at least `HEADER` bytes long, and both
+        // processes only ever access these 8 bytes atomically.
+        unsafe { AtomicU64::from_ptr(self.base.cast::<u64>()) }
+    }
+}
+
+/// The sending side's region of one channel.
+pub(crate) struct Region {
+    /// Held by one send at a time (a [`Claim`]).
+    claimed: AtomicBool,
+    outgoing: Mutex<Outgoing>,
+}
+
+#[derive(Default)]
+struct Outgoing {
+    mapped: Option<Mapped>,
+    /// The receiver has the current mapping (a frame that carried it went out).
+    announced: bool,
+    /// The sequence number of the last frame placed in the region that went out.
+    sent: u64,
+    /// The sequence number of a frame placed by the current claim.
+    written: Option<u64>,
+}
+
+impl Region {
+    pub(crate) fn new() -> Region {
+        Region {
+            claimed: AtomicBool::new(false),
+            outgoing: Mutex::new(Outgoing::default()),
+        }
+    }
+
+    fn outgoing(&self) -> MutexGuard<'_, Outgoing> {
+        self.outgoing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The region, for one send: `None` when another send holds it, or the receiver has not
+    /// released the last frame placed in it (then the frame goes through the socket).
+    pub(crate) fn claim(&self) -> Option<Claim<'_>> {
+        if self
+            .claimed
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        // From here, dropping the claim gives the region back.
+        let claim = Claim { region: self };
+        let mut outgoing = self.outgoing();
+        if let Some(mapped) = &outgoing.mapped {
+            if mapped.released().load(Ordering::Acquire) != outgoing.sent {
+                return None;
+            }
+        }
+        outgoing.written = None;
+        drop(outgoing);
+        Some(claim)
+    }
+}
+
+/// The region held for one send; [`sent`](Self::sent) once the message went out.
+pub(crate) struct Claim<'a> {
+    region: &'a Region,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.region.claimed.store(false, Ordering::Release);
+    }
+}
+
+impl Claim<'_> {
+    /// The message went out: a frame placed in the region now belongs to the receiver until
+    /// it releases it. (Dropped without this, the region stays free: nothing was sent.)
+    pub(crate) fn sent(self) {
+        let mut outgoing = self.region.outgoing();
+        if let Some(seq) = outgoing.written.take() {
+            outgoing.sent = seq;
+            outgoing.announced = true;
+        }
+    }
+
+    /// Places a body of `len` bytes, written by `write` into exactly that many bytes (`false`
+    /// when it could not): its sequence number, or `None` when the region cannot take it.
+    pub(crate) fn place(&self, len: usize, write: impl FnOnce(&mut [u8]) -> bool) -> Option<u64> {
+        let mut outgoing = self.region.outgoing();
+        let need = HEADER.checked_add(len)?;
+        if need > MAX_REGION {
+            return None;
+        }
+        if outgoing.mapped.as_ref().is_none_or(|m| m.len < need) {
+            let size = need.div_ceil(ROUND) * ROUND;
+            outgoing.mapped = Some(Mapped::new(size.min(MAX_REGION))?);
+            outgoing.announced = false;
+            outgoing.sent = 0;
+        }
+        let mapped = outgoing.mapped.as_ref()?;
+        // SAFETY: `HEADER + len` is within the mapping. The receiver released the last frame
+        // (checked by `claim`), so an honest one does not read these bytes now; nothing else
+        // in this process writes them while the claim is held.
+        let data = unsafe { std::slice::from_raw_parts_mut(mapped.base.add(HEADER), len) };
+        if !write(data) {
+            return None;
+        }
+        let seq = outgoing.sent + 1;
+        outgoing.written = Some(seq);
+        Some(seq)
+    }
+
+    /// Calls `f` with the region's memory when the receiver does not have it yet (the frame
+    /// carries it then), else with `None`.
+    pub(crate) fn announce<R>(&self, f: impl FnOnce(Option<&IpcSharedMemory>) -> R) -> R {
+        let outgoing = self.region.outgoing();
+        let memory = match &outgoing.mapped {
+            Some(mapped) if !outgoing.announced => Some(&mapped.memory),
+            _ => None,
+        };
+        f(memory)
+    }
+}
+
+/// The receiving side's mapping of a channel's region, as the sender last announced it.
+#[derive(Default)]
+pub(crate) struct Incoming(Option<Mapped>);
+
+thread_local! {
+    /// The region of the channel whose message this thread decodes (see [`with_incoming`]).
+    static INCOMING: RefCell<Option<Incoming>> = const { RefCell::new(None) };
+}
+
+/// Runs `decode` with `incoming` as the region frames are read from.
+pub(crate) fn with_incoming<T>(incoming: &mut Incoming, decode: impl FnOnce() -> T) -> T {
+    let before = INCOMING.with(|slot| slot.replace(Some(std::mem::take(incoming))));
+    let result = decode();
+    if let Some(after) = INCOMING.with(|slot| slot.replace(before)) {
+        *incoming = after;
+    }
+    result
+}
+
+/// Decodes a frame the sender placed in its region: `parse` on its `len` bytes, after taking
+/// `announced` as the region if the frame carries one; then releases the frame to the sender.
+pub(crate) fn take<T>(
+    announced: Option<IpcSharedMemory>,
+    seq: u64,
+    len: usize,
+    limit: usize,
+    parse: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Result<T, String> {
+    INCOMING.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let Some(incoming) = slot.as_mut() else {
+            return Err("a frame in shared memory on a channel that keeps none".to_owned());
+        };
+        if let Some(memory) = announced {
+            let size = memory.len();
+            incoming.0 = Some(Mapped::of(memory).ok_or_else(|| {
+                format!("it announced shared memory of {size} bytes, too small for a region")
+            })?);
+        }
+        let Some(mapped) = &incoming.0 else {
+            return Err("a frame in shared memory it never sent".to_owned());
+        };
+        if len > limit {
+            return Err(format!(
+                "a message of {len} bytes, over the limit of {limit}"
+            ));
+        }
+        if HEADER.saturating_add(len) > mapped.len {
+            return Err(format!(
+                "a frame of {len} bytes in shared memory of {} bytes",
+                mapped.len
+            ));
+        }
+        // SAFETY: within the mapping. The sender wrote these bytes before it sent the message
+        // and, if honest, does not write them again until they are released below; a
+        // dishonest one can only make them garbage, which `parse` refuses or decodes into
+        // values of the right types, as with any message.
+        let data = unsafe { std::slice::from_raw_parts(mapped.base.add(HEADER), len) };
+        let parsed = parse(data);
+        mapped.released().store(seq, Ordering::Release);
+        parsed
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(byte: u8) -> impl FnOnce(&mut [u8]) -> bool {
+        move |data| {
+            data.fill(byte);
+            true
+        }
+    }
+
+    #[test]
+    fn a_region_is_used_again_only_once_released() {
+        let region = Region::new();
+        let claim = region.claim().expect("a new region is free");
+        let seq = claim.place(MIN_BODY, fill(7)).expect("placed");
+        let memory = claim
+            .announce(|m| m.cloned())
+            .expect("the first frame announces");
+        claim.sent();
+
+        // Not released yet: the next send goes through the socket.
+        assert!(region.claim().is_none());
+
+        let mut incoming = Incoming::default();
+        let got = with_incoming(&mut incoming, || {
+            take(Some(memory), seq, MIN_BODY, usize::MAX, |d| Ok(d.to_vec()))
+        })
+        .expect("taken");
+        assert!(got.iter().all(|&b| b == 7));
+
+        // Released: the same region again, not announced again.
+        let claim = region.claim().expect("released");
+        let seq = claim.place(MIN_BODY, fill(9)).expect("placed");
+        assert!(claim.announce(|m| m.is_none()));
+        claim.sent();
+        let got = with_incoming(&mut incoming, || {
+            take(None, seq, MIN_BODY, usize::MAX, |d| Ok(d.to_vec()))
+        })
+        .expect("taken from the kept mapping");
+        assert!(got.iter().all(|&b| b == 9));
+    }
+
+    #[test]
+    fn a_send_that_did_not_go_out_leaves_the_region_free() {
+        let region = Region::new();
+        let claim = region.claim().expect("free");
+        claim.place(MIN_BODY, fill(1)).expect("placed");
+        drop(claim);
+        let claim = region.claim().expect("still free");
+        assert!(
+            claim.announce(|m| m.is_some()),
+            "not announced: nothing went out"
+        );
+    }
+
+    #[test]
+    fn a_larger_body_makes_a_new_region_and_too_large_a_body_none() {
+        let region = Region::new();
+        let claim = region.claim().expect("free");
+        claim.place(MIN_BODY, fill(1)).expect("placed");
+        claim.sent();
+        // The receiver released it (by hand here).
+        let sent = {
+            let outgoing = region.outgoing();
+            let mapped = outgoing.mapped.as_ref().expect("mapped");
+            mapped.released().store(outgoing.sent, Ordering::Release);
+            mapped.len
+        };
+        assert_eq!(sent, ROUND);
+        let claim = region.claim().expect("released");
+        claim.place(ROUND, fill(2)).expect("placed in a new region");
+        assert!(claim.announce(|m| m.is_some()), "a new region is announced");
+        assert!(claim.place(MAX_REGION, fill(3)).is_none());
+    }
+
+    #[test]
+    fn bad_region_frames_are_refused() {
+        let mut incoming = Incoming::default();
+        let parse = |d: &[u8]| Ok(d.len());
+        with_incoming(&mut incoming, || {
+            // No region yet.
+            assert!(take(None, 1, 10, usize::MAX, parse).is_err());
+            // Too small to be one.
+            let tiny = IpcSharedMemory::from_byte(0, 8);
+            assert!(take(Some(tiny), 1, 0, usize::MAX, parse).is_err());
+            // Past its end, or over the limit.
+            let memory = IpcSharedMemory::from_byte(0, ROUND);
+            assert!(take(Some(memory), 1, ROUND, usize::MAX, parse).is_err());
+            assert!(take(None, 1, 100, 99, parse).is_err());
+            assert_eq!(take(None, 1, 100, 100, parse), Ok(100));
+        });
+        // Outside a channel's decoding: refused, not kept.
+        assert!(take(None, 1, 10, usize::MAX, parse).is_err());
+    }
+}
