@@ -215,23 +215,7 @@ impl<T: Body + ?Sized> Serialize for FramedRef<'_, T> {
         let direct = self.0.direct_len();
         if let (Some(claim), Some(len)) = (self.1, direct.filter(|&len| len >= region::MIN_BODY)) {
             if let Some(seq) = claim.place(len, |data| emit_into(self.0, data)) {
-                return claim.announce(|memory| match memory {
-                    Some(memory) => {
-                        let mut tuple = serializer.serialize_tuple(4)?;
-                        tuple.serialize_element(&PLACED_NEW)?;
-                        tuple.serialize_element(memory)?;
-                        tuple.serialize_element(&seq)?;
-                        tuple.serialize_element(&len)?;
-                        tuple.end()
-                    }
-                    None => {
-                        let mut tuple = serializer.serialize_tuple(3)?;
-                        tuple.serialize_element(&PLACED)?;
-                        tuple.serialize_element(&seq)?;
-                        tuple.serialize_element(&len)?;
-                        tuple.end()
-                    }
-                });
+                return placed(serializer, claim, seq, len);
             }
         }
         if let Some(len) = direct.filter(|&len| len <= inline_max()) {
@@ -246,6 +230,24 @@ impl<T: Body + ?Sized> Serialize for FramedRef<'_, T> {
         let mut bytes = SCRATCH.with(|scratch| scratch.take());
         bytes.clear();
         let written = self.0.write(&mut bytes);
+        // A large body with IPC handles inside: copied into the region, its handles still
+        // travel with the message.
+        let claim = self
+            .1
+            .filter(|_| bytes.len() >= region::MIN_BODY && written.is_ok());
+        if let Some(claim) = claim {
+            let placing = claim.place(bytes.len(), |data| {
+                data.copy_from_slice(&bytes);
+                true
+            });
+            if let Some(seq) = placing {
+                let len = bytes.len();
+                if bytes.capacity() <= SCRATCH_KEEP {
+                    SCRATCH.with(|scratch| scratch.replace(bytes));
+                }
+                return placed(serializer, claim, seq, len);
+            }
+        }
         let result = written.map_err(serde::ser::Error::custom).and_then(|()| {
             let mut tuple = serializer.serialize_tuple(2)?;
             if bytes.len() <= inline_max() {
@@ -262,6 +264,32 @@ impl<T: Body + ?Sized> Serialize for FramedRef<'_, T> {
         }
         result
     }
+}
+
+/// The frame of a body placed in the channel's region: the region too when it is new.
+fn placed<S: Serializer>(
+    serializer: S,
+    claim: &Claim<'_>,
+    seq: u64,
+    len: usize,
+) -> Result<S::Ok, S::Error> {
+    claim.announce(|memory| match memory {
+        Some(memory) => {
+            let mut tuple = serializer.serialize_tuple(4)?;
+            tuple.serialize_element(&PLACED_NEW)?;
+            tuple.serialize_element(memory)?;
+            tuple.serialize_element(&seq)?;
+            tuple.serialize_element(&len)?;
+            tuple.end()
+        }
+        None => {
+            let mut tuple = serializer.serialize_tuple(3)?;
+            tuple.serialize_element(&PLACED)?;
+            tuple.serialize_element(&seq)?;
+            tuple.serialize_element(&len)?;
+            tuple.end()
+        }
+    })
 }
 
 /// `ipc-channel` types a channel by a type that is both `Serialize` and `Deserialize`; the
@@ -334,7 +362,11 @@ impl<'de, T: Parse> Deserialize<'de> for Framed<T> {
                     }
                     other => return Err(A::Error::custom(format!("a frame of kind {other}"))),
                 };
-                let (value, len) = decoded.map_err(A::Error::custom)?;
+                let (value, len) = decoded.map_err(|reason| {
+                    // postcard keeps no message of its own errors: keep it for the reader.
+                    FRAME_ERROR.with(|e| e.replace(Some(reason.clone())));
+                    A::Error::custom(reason)
+                })?;
                 Ok(Framed { value, len })
             }
         }
@@ -345,6 +377,9 @@ impl<'de, T: Parse> Deserialize<'de> for Framed<T> {
 }
 
 thread_local! {
+    /// Why the last frame this thread decoded is broken, as bincrew found it (postcard's error
+    /// keeps no message).
+    static FRAME_ERROR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
     /// How many channels the message this thread is about to decode carries, when it was read
     /// by a [`PacketReader`].
     static CHANNELS: Cell<Option<usize>> = const { Cell::new(None) };
@@ -622,6 +657,7 @@ impl<T: Serialize + for<'de> Deserialize<'de> + 'static> PacketReader<T> {
             },
             wait,
         );
+        FRAME_ERROR.with(|e| e.take());
         let decoded = match packet {
             Err(reason) => return Received::Refused(reason),
             Ok(Packet::Empty) => return Received::Empty,
@@ -658,7 +694,10 @@ impl<T: Serialize + for<'de> Deserialize<'de> + 'static> PacketReader<T> {
         };
         match decoded {
             Ok(Ok(message)) => Received::Message(message),
-            Ok(Err(e)) => Received::Refused(format!("it sent a message that does not decode: {e}")),
+            Ok(Err(e)) => {
+                let reason = FRAME_ERROR.with(|e| e.take()).unwrap_or(e);
+                Received::Refused(format!("it sent a message that does not decode: {reason}"))
+            }
             // `ipc-channel`'s deserializer panics on a message that names a channel it does not
             // carry.
             Err(_) => {

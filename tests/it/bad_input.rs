@@ -7,7 +7,8 @@ use crate::support::{init, misbehave};
 
 #[test]
 fn garbage_after_the_handshake_kills_the_worker_with_a_protocol_report() {
-    for kind in ["garbage", "truncated"] {
+    // Frames placed in shared memory that does not hold them, too.
+    for kind in ["garbage", "truncated", "region-unsent", "region-past-end"] {
         let worker = misbehave()
             .env("MISBEHAVE_FAKE", kind)
             .start_blocking()
@@ -28,6 +29,15 @@ fn garbage_after_the_handshake_kills_the_worker_with_a_protocol_report() {
                 .contains("was killed by the app: it broke the protocol"),
             "{err}"
         );
+        // What is wrong with the frame, as bincrew found it.
+        let why = match kind {
+            "region-unsent" => Some("a frame in shared memory it never sent"),
+            "region-past-end" => Some("a frame of 1048576 bytes in shared memory of 4096 bytes"),
+            _ => None,
+        };
+        if let Some(why) = why {
+            assert!(reason.ends_with(why), "{kind}: {reason}");
+        }
     }
 }
 

@@ -65,8 +65,15 @@ pub fn init() {
 /// kept out of the test output, and enough handler threads for the requests the tests keep in
 /// flight whatever the machine's parallelism.
 pub fn misbehave() -> bincrew::WorkerBuilder<Request, Response> {
+    misbehave_builder(misbehave::WORKER)
+}
+
+/// [`misbehave`] for another of the workers the `misbehave` binary serves.
+pub fn misbehave_builder<I: bincrew::IpcValue, O: bincrew::IpcValue>(
+    name: &str,
+) -> bincrew::WorkerBuilder<I, O> {
     init();
-    Worker::builder(misbehave::WORKER)
+    Worker::builder(name)
         .exe(worker_bin("misbehave"))
         .compat(Compat::SameVersion)
         .forward_stderr(false)

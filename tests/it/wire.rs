@@ -447,3 +447,101 @@ fn a_request_that_does_not_decode_is_answered_before_a_shutdown_ends_the_worker(
         assert_eq!(good.wait().expect("answered"), Picky(8));
     }
 }
+
+/// A string of `len` letters that differs with `seed`.
+fn letters(len: usize, seed: usize) -> String {
+    (0..len)
+        .map(|i| char::from(b'a' + ((i + seed) % 26) as u8))
+        .collect()
+}
+
+fn echo_text(worker: &Worker<misbehave::Request, misbehave::Response>, text: &str) -> String {
+    match worker.run_blocking(misbehave::Request::Echo(text.to_owned())) {
+        Ok(misbehave::Response::Text(back)) => back,
+        other => panic!("echo of {} bytes: {other:?}", text.len()),
+    }
+}
+
+/// How many mappings of shared memory process `pid` has.
+#[cfg(target_os = "linux")]
+fn shared_mappings(pid: u64) -> usize {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("the worker's maps");
+    maps.lines()
+        .filter(|line| line.contains("ipc-channel-shared-memory"))
+        .count()
+}
+
+/// Large bodies cross in a region of shared memory each side keeps: whatever their sizes, one
+/// after another or many at once, with IPC handles in their type or not, they arrive intact,
+/// and a worker maps two regions (its own and the app's), no more.
+#[cfg(target_os = "linux")]
+#[test]
+fn large_bodies_cross_in_a_region_each_side_keeps() {
+    use crate::support::start_misbehave;
+    // Strings: written straight into the region.
+    let strings: Worker<String, String> = crate::support::misbehave_builder("echo-string")
+        .start_blocking()
+        .expect("starts");
+    // Growing (a new region each time), past the largest region (new shared memory of its
+    // own), and back down (the region kept).
+    let sizes = [
+        20 << 10,
+        64 << 10,
+        300 << 10,
+        1 << 20,
+        3 << 20,
+        20 << 10,
+        1 << 20,
+    ];
+    for (round, len) in sizes.into_iter().enumerate() {
+        let sent = letters(len, round);
+        let back = strings.run_blocking(sent.clone()).expect("echoed");
+        assert!(back == sent, "{len} bytes came back changed");
+    }
+    assert_eq!(shared_mappings(u64::from(strings.id())), 2);
+
+    // A type that may carry channels: encoded first, then copied into the region. Many in
+    // flight: those that find a region busy go through the socket.
+    let worker = start_misbehave();
+    let pid = match worker.run_blocking(misbehave::Request::Pid) {
+        Ok(misbehave::Response::Number(pid)) => pid,
+        other => panic!("{other:?}"),
+    };
+    for round in 0..3 {
+        let sent = letters(100 << 10, round);
+        assert!(echo_text(&worker, &sent) == sent, "changed");
+    }
+    let replies: Vec<_> = (0..32)
+        .map(|i| {
+            let sent = letters(100 << 10, i);
+            let reply = worker.run(misbehave::Request::Echo(sent.clone()));
+            (sent, reply)
+        })
+        .collect();
+    for (sent, reply) in replies {
+        match futures::executor::block_on(reply) {
+            Ok(misbehave::Response::Text(back)) => assert!(back == sent, "changed in flight"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(shared_mappings(pid), 2);
+}
+
+/// An answer placed in the region is held to the app's message limit like any other.
+#[test]
+fn an_answer_in_the_region_over_the_limit_kills_the_worker_with_the_reason() {
+    let worker = crate::support::misbehave()
+        .max_message_size(32 << 10)
+        .start_blocking()
+        .expect("starts");
+    let within = letters(20 << 10, 0);
+    assert!(echo_text(&worker, &within) == within);
+    let err = worker
+        .run_blocking(misbehave::Request::Echo(letters(40 << 10, 1)))
+        .expect_err("over the limit");
+    let RunError::Crashed(report) = &err else {
+        panic!("{err:?}")
+    };
+    let reason = report.killed_by_app.as_deref().expect("killed by the app");
+    assert!(reason.ends_with("over the limit of 32768"), "{reason}");
+}

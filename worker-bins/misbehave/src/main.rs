@@ -651,6 +651,19 @@ fn fake_worker(kind: &str) -> ! {
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
+    if kind == "region-unsent" || kind == "region-past-end" {
+        // A frame placed in shared memory (kind `2`: sequence number, length) with no region
+        // ever sent; or one in a new region (kind `3`: the region first) that ends past it.
+        let tx: IpcSender<(u8, bincrew::IpcSharedMemory, u64, u64)> = tx.to_opaque().to();
+        let _ = if kind == "region-unsent" {
+            tx.to_opaque().to::<(u8, u64, u64)>().send((2, 1, 100))
+        } else {
+            tx.send((3, bincrew::IpcSharedMemory::from_byte(0, 4096), 1, 1 << 20))
+        };
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     // Messages after the handshake travel in frames: an inline frame is `0`, a length, bytes.
     // Its bytes: a flags byte, the message kind (`0`: answers), then answers: an id (u64 LE),
     // a tag (`0`: done), a payload length (u32 LE) and the payload.
