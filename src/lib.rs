@@ -271,6 +271,26 @@ pub mod __private {
             crate::os::socket::check_packet_bytes(bytes, 1 << 20)
         }
 
+        /// The app decoding a worker's first message: its hello, and `Ready` after a last line
+        /// `ready=`. Never a panic the app does not catch; the hello comes back as it was sent:
+        /// all of the input, or (when `Ready` follows) the input up to the `ready=` line.
+        pub fn greeting(bytes: &[u8]) -> bool {
+            let decoded = std::panic::catch_unwind(|| {
+                IpcMessage::from_data(bytes.to_vec())
+                    .to::<crate::wire::hello::Greeting>()
+                    .map(|g| g.hello)
+            });
+            match decoded {
+                // ipc-channel panics on a channel index it does not hold; the app catches it.
+                Err(_) => true,
+                Ok(Err(_)) => false,
+                Ok(Ok(hello)) => {
+                    hello == bytes
+                        || (bytes.starts_with(&hello) && hello.ends_with(b"\nready="))
+                }
+            }
+        }
+
         /// The raw-bytes view used for the hello, which must accept anything.
         pub fn raw(bytes: &[u8]) -> bool {
             IpcMessage::from_data(bytes.to_vec())

@@ -409,9 +409,28 @@ pub(crate) fn remove_secret_env(key: &str) {
     unsafe { std::ptr::write_bytes(entry as *mut u8, 0, end - entry) };
 }
 
-/// The address range of the initial environment block, from `/proc/self/stat` (fields 50 and
-/// 51, `env_start` and `env_end`).
+/// An address range that holds the initial environment block and no memory the C library
+/// allocates: the strings `exec` put on the initial stack, from the auxiliary vector without a
+/// system call. The kernel copies the executable's name first (`AT_EXECFN`, the highest), then
+/// the environment strings below it, then the arguments; the 16 random bytes of `AT_RANDOM` lie
+/// below them all. Where the vector lacks either entry, `/proc/self/stat` tells (fields 50 and 51,
+/// `env_start` and `env_end`), which costs a rendering of the file by the kernel.
 fn initial_environment() -> Option<std::ops::Range<usize>> {
+    // SAFETY: getauxval only reads the auxiliary vector.
+    let (random, execfn) = unsafe {
+        (
+            libc::getauxval(libc::AT_RANDOM) as usize,
+            libc::getauxval(libc::AT_EXECFN) as usize,
+        )
+    };
+    match random.checked_add(16) {
+        Some(start) if random != 0 && start < execfn => Some(start..execfn),
+        _ => environment_from_stat(),
+    }
+}
+
+/// [`initial_environment`] from `/proc/self/stat`.
+fn environment_from_stat() -> Option<std::ops::Range<usize>> {
     use std::io::Read;
     // One read with room for the whole line (a few hundred bytes): the kernel renders the
     // file anew for each read, which `read_to_string`'s small first reads would repeat.
@@ -443,5 +462,23 @@ pub(crate) fn name_process(name: &str) {
     // SAFETY: PR_SET_NAME reads a nul-terminated string of at most 16 bytes.
     unsafe {
         libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The range found without a system call holds the kernel's own `env_start..env_end`.
+    #[test]
+    fn the_auxiliary_vector_bounds_the_initial_environment() {
+        let stat = super::environment_from_stat().expect("/proc/self/stat");
+        let found = super::initial_environment().expect("the range");
+        assert!(
+            found.start <= stat.start && stat.end <= found.end,
+            "{found:x?} does not hold {stat:x?}"
+        );
+        // And no heap memory: the C library's allocations lie far below the initial stack.
+        let heap = Box::new(0u8);
+        let at = std::ptr::addr_of!(*heap) as usize;
+        assert!(!found.contains(&at));
     }
 }

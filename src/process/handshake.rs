@@ -8,7 +8,7 @@ use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender, OpaqueIpcReceiv
 
 use crate::build::BuildInfo;
 use crate::error::{list_or_none, ExitInfo, StartError, TypeSide, VersionMismatch};
-use crate::wire::hello::{Hello, RawBytes, Status};
+use crate::wire::hello::{Greeting, Hello, RawBytes, Status};
 use crate::wire::messages::Ready;
 use crate::wire::shape;
 
@@ -28,11 +28,23 @@ pub(super) enum Event {
     Ready(Result<(OpaqueIpcReceiver, Ready), String>),
 }
 
-/// Runs on the accept thread: the hello, then `Ready`.
-pub(super) fn accept_connection(server: IpcOneShotServer<RawBytes>, events: mpsc::Sender<Event>) {
-    let receiver = match server.accept() {
-        Ok((receiver, RawBytes(hello))) => {
+/// Runs on the accept thread: the hello, then `Ready` (from the same message, or the next).
+pub(super) fn accept_connection(server: IpcOneShotServer<Greeting>, events: mpsc::Sender<Event>) {
+    // `ipc-channel` panics on a message that names a channel it does not carry.
+    let accepted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| server.accept()))
+        .unwrap_or_else(|_| {
+            Err(ipc_channel::IpcError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "its hello names a channel it did not send",
+            )))
+        });
+    let receiver = match accepted {
+        Ok((receiver, Greeting { hello, ready })) => {
             let _ = events.send(Event::Hello(Ok(hello)));
+            if let Some(ready) = ready {
+                let _ = events.send(Event::Ready(Ok((receiver.to_opaque(), ready))));
+                return;
+            }
             receiver
         }
         Err(e) => {

@@ -44,7 +44,7 @@ use crate::env::{
     APP_PID_ENV, CPU_LIMIT_ENV, PARALLELISM_ENV, SERVER_ENV, TIMEOUT_ENV, TOKEN_ENV, WORKER_ENV,
 };
 use crate::error::StartError;
-use crate::wire::hello::{Hello, RawBytes};
+use crate::wire::hello::{Greeting, Hello, RawBytes};
 
 mod child;
 mod handshake;
@@ -167,7 +167,7 @@ fn start_process(spec: &Spec) -> Result<Started, StartError> {
         worker: spec.name.clone(),
         source,
     };
-    let (server, server_name) = IpcOneShotServer::<RawBytes>::new().map_err(ipc_error)?;
+    let (server, server_name) = IpcOneShotServer::<Greeting>::new().map_err(ipc_error)?;
     let token = new_token();
     let mut protocol: Vec<(OsString, OsString)> = vec![
         (WORKER_ENV.into(), spec.name.clone().into()),

@@ -6,6 +6,10 @@
 //!
 //! Layout: the bytes of [`MAGIC`], then UTF-8 lines `key=value\n`, with `\` and newlines in values
 //! escaped as `\\` and `\n`. Unknown keys are ignored, so fields can be added without a new magic.
+//!
+//! From protocol 4 a worker that serves sends its `Ready` in the same message ([`Greeting`]): a
+//! last line `ready=` whose value is the encoding of `Ready` (the indices of the two channels the
+//! message carries). An app of any version reads that line as an unknown key.
 
 use std::fmt;
 
@@ -59,10 +63,66 @@ impl<'de> Deserialize<'de> for RawBytes {
     }
 }
 
+/// The last line of a hello that carries `Ready` (after a newline, as every line starts).
+const READY_LINE: &[u8] = b"\nready=";
+
+/// The worker's first message: the bytes of its hello and, when it serves, its `Ready` (see the
+/// module's docs). A first message without `Ready` (a hello that reports a failure, or one from
+/// a worker of protocol 3 or older, which sends `Ready` as a message of its own) decodes with
+/// `ready: None`.
+pub(crate) struct Greeting {
+    pub(crate) hello: Vec<u8>,
+    pub(crate) ready: Option<crate::wire::messages::Ready>,
+}
+
+impl Serialize for Greeting {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let line = &READY_LINE[1..];
+        let len = self.hello.len() + self.ready.as_ref().map_or(0, |_| line.len() + 1);
+        let mut tuple = serializer.serialize_tuple(len)?;
+        for byte in &self.hello {
+            tuple.serialize_element(byte)?;
+        }
+        if let Some(ready) = &self.ready {
+            for byte in line {
+                tuple.serialize_element(byte)?;
+            }
+            tuple.serialize_element(ready)?;
+        }
+        tuple.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Greeting {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct GreetingVisitor;
+        impl<'de> Visitor<'de> for GreetingVisitor {
+            type Value = Greeting;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a hello")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Greeting, A::Error> {
+                let mut hello = Vec::new();
+                // The end of the input shows up as an error from the decoder: it ends the bytes.
+                while let Ok(Some(byte)) = seq.next_element::<u8>() {
+                    hello.push(byte);
+                    if hello.ends_with(READY_LINE) {
+                        // Values escape newlines, so only a line of its own starts this way.
+                        let ready = seq.next_element().ok().flatten();
+                        return Ok(Greeting { hello, ready });
+                    }
+                }
+                Ok(Greeting { hello, ready: None })
+            }
+        }
+        deserializer.deserialize_tuple(usize::MAX, GreetingVisitor)
+    }
+}
+
 /// Whether the worker process can serve the requested worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Status {
-    /// It serves it; the `Ready` message follows.
+    /// It serves it; `Ready` follows (in the same message, from protocol 4).
     Ready,
     /// It serves no worker by that name; it exits after the hello.
     UnknownWorker,
@@ -296,5 +356,37 @@ mod tests {
         let mut truncated = sample().encode();
         truncated.truncate(MAGIC.len() + 10);
         assert!(Hello::decode(&truncated).is_err());
+    }
+
+    #[test]
+    fn a_greeting_carries_ready_in_a_line_any_hello_reader_ignores() {
+        use crate::wire::messages::Ready;
+        let (requests, _requests_rx) = ipc_channel::ipc::channel::<u8>().expect("channel");
+        let (control, _control_rx) = ipc_channel::ipc::channel::<u8>().expect("channel");
+        let hello = sample().encode();
+        let (tx, rx) = ipc_channel::ipc::channel::<Greeting>().expect("channel");
+        tx.send(Greeting {
+            hello: hello.clone(),
+            ready: Some(Ready {
+                requests: requests.to_opaque(),
+                control: control.to_opaque(),
+            }),
+        })
+        .expect("sent");
+        let got = rx.recv().expect("received");
+        assert!(got.ready.is_some(), "Ready came with the hello");
+        assert!(got.hello.starts_with(&hello) && got.hello.ends_with(b"\nready="));
+        let back = Hello::decode(&got.hello).expect("decodes");
+        assert_eq!((back.token, back.build), (sample().token, sample().build));
+
+        // A hello alone (a failure, or an older worker): no `Ready`, and the same hello.
+        tx.send(Greeting {
+            hello: hello.clone(),
+            ready: None,
+        })
+        .expect("sent");
+        let got = rx.recv().expect("received");
+        assert!(got.ready.is_none());
+        assert_eq!(got.hello, hello);
     }
 }

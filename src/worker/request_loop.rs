@@ -30,7 +30,7 @@ use super::outbox::{Deadline, Outbox, MAX_BATCH};
 use super::RequestArgs;
 use crate::os::socket::Watch;
 use crate::sync::lock;
-use crate::wire::hello::{Hello, RawBytes};
+use crate::wire::hello::{Greeting, Hello, RawBytes};
 use crate::wire::messages::{recv_guarded, Answer, Control, Job, Ready, ToAppRef};
 use crate::wire::region::{with_incoming, Incoming, Region};
 use crate::wire::shape;
@@ -152,18 +152,21 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
     hello.response_type = std::any::type_name::<O>().to_owned();
     hello.request_shape = shape::of::<I>().shape.as_ref().ok().map(|(_, t)| t.clone());
     hello.response_shape = shape::of::<O>().shape.as_ref().ok().map(|(_, t)| t.clone());
-    if let Err(e) = connection.send(RawBytes(hello.encode())) {
-        exit_with(EXIT_CANNOT_SERVE, &format!("cannot send the hello: {e}"));
-    }
-    let connection: IpcSender<Ready> = connection.to_opaque().to();
     // The senders move into the message and are closed here once sent: the app must hold the
     // only copies, so that this worker sees the channels close when the app dies.
-    let ready = Ready {
-        requests: requests.to_opaque(),
-        control: control.to_opaque(),
+    let greeting = Greeting {
+        hello: hello.encode(),
+        ready: Some(Ready {
+            requests: requests.to_opaque(),
+            control: control.to_opaque(),
+        }),
     };
-    if let Err(e) = connection.send(ready) {
-        exit_with(EXIT_CANNOT_SERVE, &format!("cannot send `Ready`: {e}"));
+    let connection: IpcSender<Greeting> = connection.to_opaque().to();
+    if let Err(e) = connection.send(greeting) {
+        exit_with(
+            EXIT_CANNOT_SERVE,
+            &format!("cannot send the hello and `Ready`: {e}"),
+        );
     }
     let answers = connection.to_opaque();
     install_panic_hook(answers.clone());
@@ -211,9 +214,19 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
         limit: queue_limit,
         watch,
     });
-    // One handler thread to begin with; more start when requests wait for one, up to one more
-    // than the parallelism: while `parallelism` handlers run, one thread still reads requests
-    // (as long as the queue has room).
+    // Handler threads start when requests wait for one, up to one more than the parallelism:
+    // while `parallelism` handlers run, one thread still reads requests (as long as the queue
+    // has room). With a watch, the first starts with the first request: until then the control
+    // thread watches the request channel, so a worker that is started and not yet used costs
+    // no thread of its own.
+    if let Some(watch) = &loop_.watch {
+        lock(&loop_.jobs).reader_armed = true;
+        watch.arm();
+        // This thread reads the control channel and watches the request channel, until a
+        // shutdown has drained.
+        loop_.control(control_rx);
+    }
+    // Elsewhere one thread reads from the start.
     lock(&loop_.jobs).threads = 1;
     let first = loop_.clone();
     let first = thread::Builder::new()
@@ -221,11 +234,6 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
         .spawn(move || first.work());
     if first.is_err() {
         exit_with(EXIT_CANNOT_SERVE, "cannot start the worker's threads");
-    }
-    if loop_.watch.is_some() {
-        // This thread reads the control channel and watches the request channel, until a
-        // shutdown has drained.
-        loop_.control(control_rx);
     }
     let control_loop = loop_.clone();
     if let Err(e) = thread::Builder::new()
@@ -420,8 +428,12 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
                 .name("bincrew-handler".into())
                 .spawn(move || this.work());
             if started.is_err() {
-                // The threads already running take the work in turn.
-                lock(&self.jobs).threads -= 1;
+                // The threads already running take the work in turn; with none, nothing would.
+                let mut jobs = lock(&self.jobs);
+                jobs.threads -= 1;
+                if jobs.threads == 0 {
+                    exit_with(EXIT_CANNOT_SERVE, "cannot start the worker's threads");
+                }
             }
         }
     }
