@@ -272,22 +272,18 @@ pub mod __private {
         }
 
         /// The app decoding a worker's first message: its hello, and `Ready` after a last line
-        /// `ready=`. Never a panic the app does not catch; the hello comes back as it was sent:
-        /// all of the input, or (when `Ready` follows) the input up to the `ready=` line.
+        /// `ready=`. `true` when the hello comes back as it was sent: all of the input, or (when
+        /// a `ready=` line is there) the input up to that line. A `Ready` after it hits the
+        /// same known `ipc-channel` panic as [`ready`] without channels (the app's accept
+        /// catches it).
         pub fn greeting(bytes: &[u8]) -> bool {
-            let decoded = std::panic::catch_unwind(|| {
-                IpcMessage::from_data(bytes.to_vec())
-                    .to::<crate::wire::hello::Greeting>()
-                    .map(|g| g.hello)
-            });
-            match decoded {
-                // ipc-channel panics on a channel index it does not hold; the app catches it.
-                Err(_) => true,
-                Ok(Err(_)) => false,
-                Ok(Ok(hello)) => {
-                    hello == bytes
-                        || (bytes.starts_with(&hello) && hello.ends_with(b"\nready="))
+            match IpcMessage::from_data(bytes.to_vec()).to::<crate::wire::hello::Greeting>() {
+                Ok(greeting) => {
+                    greeting.hello == bytes
+                        || (bytes.starts_with(&greeting.hello)
+                            && greeting.hello.ends_with(b"\nready="))
                 }
+                Err(_) => false,
             }
         }
 

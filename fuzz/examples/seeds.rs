@@ -279,6 +279,14 @@ fn main() {
     w.seed("raw", "binary", &binary, fuzz::raw(&binary));
     w.seed("raw", "empty", b"", fuzz::raw(b""));
 
+    // greeting: a hello alone (a failure, or an older worker), and one with its `ready=` line cut
+    // right after it (the app then reads `Ready` as a message of its own). A `Ready` after the
+    // line would hit the known channel-index panic without channels, like the `ready` seeds.
+    w.seed("greeting", "hello", &ready_hello, fuzz::greeting(&ready_hello));
+    let mut cut = ready_hello.clone();
+    cut.extend_from_slice(b"ready=");
+    w.seed("greeting", "ready-line-cut", &cut, fuzz::greeting(&cut));
+
     // ready: a `Ready` holds two `OpaqueIpcSender`s (`requests`, then `control`: indexes into the
     // OS channels sent with it). Without OS channels no `Ready` decodes (every index panics, see
     // README.md), so the seeds are the two ways to fail cleanly: an empty message and a
