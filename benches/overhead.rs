@@ -196,17 +196,12 @@ fn main() {
         }
         if runs(&format!("bytes_{}k", SMALL_BYTES >> 10)) {
             watch_load(&mut rows, || {
-                vec![bench_bytes(
-                    &bench,
-                    SMALL_BYTES,
-                    plan.small_rounds,
-                    Some(1.02),
-                )]
+                bench_bytes(&bench, SMALL_BYTES, plan.small_rounds, Some(1.02), false)
             });
         }
         if runs(&format!("bytes_{}k", LARGE_BYTES >> 10)) {
             watch_load(&mut rows, || {
-                vec![bench_bytes(&bench, LARGE_BYTES, plan.large_rounds, None)]
+                bench_bytes(&bench, LARGE_BYTES, plan.large_rounds, None, true)
             });
         }
         if runs("blob") || runs("shared_buffer") {
@@ -678,12 +673,32 @@ fn bench_pipelined(bench: &Bench, in_flight: usize, batches: usize, goal: f64) -
 /// bytes: `len` bytes to the worker and back, one request at a time, as a `ByteBuf` on both
 /// sides (one slice in the encoding, not a sequence of numbers); the buffer that comes back is
 /// sent again, so no side copies it in between. The raw side is `send` then `recv`, each
-/// message carried by ipc-channel as it does any message of that size; bincrew's frame goes
-/// inline when it fits one socket packet, else through shared memory.
-fn bench_bytes(bench: &Bench, len: usize, rounds: usize, goal: Option<f64>) -> Row {
+/// message carried by ipc-channel as it does any message of that size (in fragments over the
+/// socket past one socket buffer); bincrew's frame goes inline when it is small, and from
+/// 16 KiB into the shared memory each side keeps for large frames. With `memcpy_reference`, a
+/// second row has the same bincrew times over the least a round trip of a serde value copies:
+/// four `memcpy`s of the bytes (encode and decode on each side) into a buffer already touched.
+fn bench_bytes(
+    bench: &Bench,
+    len: usize,
+    rounds: usize,
+    goal: Option<f64>,
+    memcpy_reference: bool,
+) -> Vec<Row> {
     let data = pattern(len);
     let peer = bench.peer();
     let worker: Worker<ByteBuf, ByteBuf> = bench.worker(BYTES);
+    let mut target = data.clone();
+    let mut reference = || {
+        let began = Instant::now();
+        for _ in 0..rounds {
+            for _ in 0..4 {
+                target.copy_from_slice(&data);
+                std::hint::black_box(&mut target);
+            }
+        }
+        began.elapsed().as_secs_f64() / rounds as f64
+    };
     let mut raw_buffer = Some(ByteBuf::from(data.clone()));
     let mut raw = || {
         let mut bytes = raw_buffer.take().expect("the raw side's buffer comes back");
@@ -711,7 +726,12 @@ fn bench_bytes(bench: &Bench, len: usize, rounds: usize, goal: Option<f64>) -> R
         bincrew_buffer = Some(bytes);
         elapsed.as_secs_f64() / rounds as f64
     };
-    let [raw, bincrew] = bench.interleave([&mut raw, &mut bincrew]);
+    let [raw, bincrew, reference] = if memcpy_reference {
+        bench.interleave([&mut raw, &mut bincrew, &mut reference])
+    } else {
+        let [raw, bincrew] = bench.interleave([&mut raw, &mut bincrew]);
+        [raw, bincrew, Vec::new()]
+    };
     bench.check(&[peer.id(), worker.id()]);
     let size = if len >= 1 << 20 {
         format!("{} MiB", len >> 20)
@@ -721,13 +741,25 @@ fn bench_bytes(bench: &Bench, len: usize, rounds: usize, goal: Option<f64>) -> R
     let row = Row::time(
         &format!("bytes_{}k", len >> 10),
         &format!("bytes {size} there and back"),
-        raw,
-        bincrew,
+        raw.clone(),
+        bincrew.clone(),
     );
-    match goal {
+    let mut rows = vec![match goal {
         Some(goal) => row.goal(goal),
         None => row,
+    }];
+    if memcpy_reference {
+        let mut over = Row::time(
+            &format!("bytes_{}k_memcpy", len >> 10),
+            &format!("bytes {size}, over four memcpys"),
+            raw,
+            bincrew,
+        );
+        over.reference = Some(Stat::new(reference));
+        over.reference_is = "four memcpys of the bytes";
+        rows.push(over);
     }
+    rows
 }
 
 /// blob: 64 MiB to the worker and back, with the best public means there is today: the bytes
@@ -808,6 +840,7 @@ fn bench_blob(bench: &Bench) -> Vec<Row> {
         bincrew,
     );
     row.reference = Some(Stat::new(reference.clone()));
+    row.reference_is = "two memcpys of the blob";
     let mut buffer_row = Row::time(
         "shared_buffer_64m",
         "blob 64 MiB, SharedBuffer written in place",
@@ -816,6 +849,7 @@ fn bench_blob(bench: &Bench) -> Vec<Row> {
     )
     .goal(1.05);
     buffer_row.reference = Some(Stat::new(reference));
+    buffer_row.reference_is = "two memcpys of the blob";
     vec![row, buffer_row]
 }
 
@@ -1151,8 +1185,9 @@ struct Row {
     case: String,
     raw: Stat,
     bincrew: Stat,
-    /// The blob case's two-memcpy reference, which its ratios are to.
+    /// A reference its ratios are to (a number of `memcpy`s of the data), and what it is.
     reference: Option<Stat>,
+    reference_is: &'static str,
     /// Shown as requests per second.
     throughput: bool,
     /// The pool's jobs run by its client threads, without workers.
@@ -1171,6 +1206,7 @@ impl Row {
             raw: Stat::new(raw),
             bincrew: Stat::new(bincrew),
             reference: None,
+            reference_is: "",
             throughput: false,
             in_process: None,
             other_load: None,
@@ -1431,8 +1467,9 @@ fn print_placement(measured: &Measured) {
         {
             reference_shown = Some(reference.median);
             println!(
-                "blob: the reference, two memcpys of the blob, takes {} ±{:.0}%; the blob rows' \
-                 ratios are to it",
+                "{}: the reference, {}, takes {} ±{:.0}%; the ratios marked `ref` are to it",
+                row.case,
+                row.reference_is,
                 duration(reference.median),
                 reference.spread() * 100.0
             );
@@ -1543,6 +1580,7 @@ fn to_json(
             });
             if let Some(reference) = &row.reference {
                 case["reference"] = stat(reference);
+                case["reference_is"] = row.reference_is.into();
                 case["raw_ratio"] = (row.raw.median / reference.median).into();
             }
             if row.throughput {
