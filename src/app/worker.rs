@@ -127,12 +127,19 @@ pub(super) fn open<I: IpcValue, O: IpcValue>(
     let reader_inner = inner.clone();
     // The reader reports the worker's end: its events carry the worker's name and pid.
     let span = tracing::info_span!("bincrew_worker", worker = %name, pid);
-    let reader = thread::Builder::new()
-        .name(format!("bincrew-reader-{name}"))
-        .spawn(move || {
-            let _entered = span.enter();
-            ReadTurns::read_loop(reader_inner)
-        });
+    let read: Box<dyn FnOnce() + Send> = Box::new(move || {
+        let _entered = span.enter();
+        ReadTurns::read_loop(reader_inner)
+    });
+    // On the thread that accepted the connection (named for this already), which waits for
+    // it; on a thread of its own if that one is gone.
+    let reader = match connected.next_job.send(read) {
+        Ok(()) => Ok(()),
+        Err(std::sync::mpsc::SendError(read)) => thread::Builder::new()
+            .name(format!("bincrew-reader-{name}"))
+            .spawn(read)
+            .map(drop),
+    };
     if let Err(source) = reader {
         inner.close();
         return Err(StartError::Thread {

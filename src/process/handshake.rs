@@ -28,8 +28,12 @@ pub(super) enum Event {
     Ready(Result<(OpaqueIpcReceiver, Ready), String>),
 }
 
-/// Runs on the accept thread: the hello, then `Ready` (from the same message, or the next).
-pub(super) fn accept_connection(server: IpcOneShotServer<Greeting>, events: mpsc::Sender<Event>) {
+/// Runs on the accept thread: the hello, then `Ready` (from the same message, or the next);
+/// `true` when both came.
+pub(super) fn accept_connection(
+    server: IpcOneShotServer<Greeting>,
+    events: mpsc::Sender<Event>,
+) -> bool {
     // `ipc-channel` panics on a message that names a channel it does not carry.
     let accepted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| server.accept()))
         .unwrap_or_else(|_| {
@@ -43,13 +47,13 @@ pub(super) fn accept_connection(server: IpcOneShotServer<Greeting>, events: mpsc
             let _ = events.send(Event::Hello(Ok(hello)));
             if let Some(ready) = ready {
                 let _ = events.send(Event::Ready(Ok((receiver.to_opaque(), ready))));
-                return;
+                return true;
             }
             receiver
         }
         Err(e) => {
             let _ = events.send(Event::Hello(Err(e.to_string())));
-            return;
+            return false;
         }
     };
     let receiver: IpcReceiver<Ready> = receiver.to_opaque().to();
@@ -60,7 +64,9 @@ pub(super) fn accept_connection(server: IpcOneShotServer<Greeting>, events: mpsc
         }
         Err(e) => Err(format!("its second message is not a bincrew `Ready`: {e}")),
     };
+    let connected = ready.is_ok();
     let _ = events.send(Event::Ready(ready));
+    connected
 }
 
 /// A handshake that succeeded: the connection and the hello, or a probe's listing.

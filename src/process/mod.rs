@@ -121,7 +121,14 @@ pub(crate) struct Connected {
     pub(crate) control: ipc_channel::ipc::OpaqueIpcSender,
     pub(crate) hello: Hello,
     pub(crate) build: BuildInfo,
+    /// The thread that accepted the connection, waiting to run what the app gives it next (the
+    /// worker's reader), so that a start costs one thread, not two. Dropped unused, it ends.
+    pub(crate) next_job: NextJob,
 }
+
+/// Work for the thread that accepted a worker's connection, once the handshake is done; see
+/// [`Connected::next_job`].
+pub(crate) type NextJob = mpsc::Sender<Box<dyn FnOnce() + Send>>;
 
 /// Starts the worker process and completes the handshake, and says how it went in `tracing`
 /// events (target `bincrew`): the worker, its pid and executable, and the handshake's duration.
@@ -188,9 +195,18 @@ fn start_process(spec: &Spec) -> Result<Started, StartError> {
     let process = Process::spawn(spec, worker_env(spec, protocol))?;
 
     let (events, event_rx) = mpsc::channel();
+    let (next_job, next_job_rx): (NextJob, _) = mpsc::channel();
     let accept = thread::Builder::new()
-        .name(format!("bincrew-accept-{}", spec.name))
-        .spawn(move || accept_connection(server, events));
+        // It accepts the connection, then reads the worker's messages (`Connected::next_job`).
+        .name(format!("bincrew-reader-{}", spec.name))
+        .spawn(move || {
+            if accept_connection(server, events) {
+                // Connected: the app may hand this thread the worker's reader.
+                if let Ok(job) = next_job_rx.recv() {
+                    job();
+                }
+            }
+        });
     if let Err(source) = accept {
         return Err(StartError::Thread {
             worker: spec.name.clone(),
@@ -232,6 +248,7 @@ fn start_process(spec: &Spec) -> Result<Started, StartError> {
             control: ready.control,
             hello,
             build,
+            next_job,
         }))),
         // It exits by itself after an unknown-worker hello; dropping it makes sure.
         Ok(Err(listed)) => Ok(Started::Listed(Box::new(listed))),
