@@ -285,8 +285,7 @@ pub mod __private {
                 Err(_) => true,
                 Ok(Err(_)) => false,
                 Ok(Ok(hello)) => {
-                    hello == bytes
-                        || (bytes.starts_with(&hello) && hello.ends_with(b"\nready="))
+                    hello == bytes || (bytes.starts_with(&hello) && hello.ends_with(b"\nready="))
                 }
             }
         }
