@@ -79,6 +79,9 @@ pub(super) struct WorkerState<O> {
     pub(super) kill_reason: Option<String>,
     /// Called once the worker's channel has ended and its fate is known (pools restart it).
     pub(super) exit_hook: Option<Box<dyn FnOnce() + Send>>,
+    /// The end of the worker's channel was read and its fate settled: every request it took
+    /// was answered or failed. Set before the exit hook runs.
+    pub(super) settled: bool,
     /// The worker reported a panic: nothing it sends after that is trusted.
     pub(super) panicked: bool,
     /// When a shutdown's grace period ends.
@@ -150,6 +153,12 @@ impl<I, O> Connection<I, O> {
     pub(super) fn has_pending(&self) -> bool {
         !lock(&self.state).pending.is_empty()
     }
+
+    /// Whether the end of the worker's channel was read and every request it took settled.
+    /// A process that has exited may not be: its last answers can still wait in the channel.
+    pub(super) fn is_settled(&self) -> bool {
+        lock(&self.state).settled
+    }
 }
 
 impl<I: IpcValue, O: IpcValue> Connection<I, O> {
@@ -173,6 +182,7 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
                 abandoned: HashSet::new(),
                 kill_reason: None,
                 exit_hook: None,
+                settled: false,
                 panicked: false,
                 shutdown_deadline: None,
             }),

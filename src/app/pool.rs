@@ -15,8 +15,11 @@
 //! Recycling is each worker's own business (`recycle.rs`): the pool sees a recycled worker as
 //! the same worker, never as a restart. A rolling replacement (`roll.rs`) puts a new worker in
 //! each slot and moves the old one to `retiring`, where it drains; the supervisor forgets it
-//! once all its processes have exited. The supervisor does not restart a slot a roll filled
-//! meanwhile. Every worker of the pool counts into the pool's `Counters`.
+//! once all its processes have ended and every request they took is settled (the end of each
+//! channel read, not just the exit seen: the last answers may still wait in the channel). A
+//! crashed worker goes to `retiring` too, so that its replaced processes, if it was recycled,
+//! finish their requests. The supervisor does not restart a slot a roll filled meanwhile.
+//! Every worker of the pool counts into the pool's `Counters`.
 
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
@@ -240,7 +243,8 @@ struct PoolState<I, O> {
     shutting_down: bool,
     /// Replies waiting for a worker to be up.
     wakers: Vec<Waker>,
-    /// Workers a rolling replacement took out of their slots, draining.
+    /// Workers a rolling replacement took out of their slots, and crashed workers taken out
+    /// of theirs, until their processes have drained and every request they took is settled.
     retiring: Vec<Arc<Worker<I, O>>>,
 }
 
@@ -313,10 +317,13 @@ impl<I: IpcValue, O: IpcValue> WorkerPool<I, O> {
     }
 
     /// Shuts every worker down gracefully (see [`Worker::shutdown`]) and stops restarting them.
+    /// Workers a roll retired, and crashed workers whose replaced processes still drain, are
+    /// drained too.
     ///
     /// # Errors
     ///
-    /// The first worker's [`ShutdownError`], after every worker was shut down.
+    /// The first worker's [`ShutdownError`], after every worker was shut down. A crash the pool
+    /// had already taken the worker out of its slot for is not one.
     pub async fn shutdown(&self) -> Result<(), ShutdownError> {
         let inner = self.inner.clone();
         crate::sync::on_thread("bincrew-shutdown", move || inner.shutdown()).await
@@ -454,15 +461,17 @@ impl<I: IpcValue, O: IpcValue> PoolInner<I, O> {
             if state.shutting_down || state.failed.is_some() {
                 return;
             }
-            // Retired workers go once every process of theirs has exited.
-            state.retiring.retain(|w| !w.is_drained());
             let now = Instant::now();
             let policy = &self.policy;
             let mut last_crash = None;
+            let mut crashed_workers = Vec::new();
             for slot in &mut state.slots {
                 let crashed = slot.worker.as_ref().and_then(|w| w.crash_error());
                 if let Some(report) = crashed {
-                    slot.worker = None;
+                    // Its replaced processes, if it was recycled, still answer what they took:
+                    // it drains with the retired workers rather than being dropped (which would
+                    // kill them and fail their requests).
+                    crashed_workers.extend(slot.worker.take());
                     slot.crashes.crashed(policy, now);
                     last_crash = Some(report);
                 }
@@ -470,6 +479,10 @@ impl<I: IpcValue, O: IpcValue> PoolInner<I, O> {
             if last_crash.is_some() {
                 state.last_crash = last_crash;
             }
+            state.retiring.append(&mut crashed_workers);
+            // Retired workers go once every process of theirs has ended and every request they
+            // took is settled (an exit alone is not enough: see `Worker::is_drained`).
+            state.retiring.retain(|w| !w.is_drained());
             let due = state
                 .slots
                 .iter()
@@ -543,14 +556,18 @@ impl<I: IpcValue, O: IpcValue> PoolInner<I, O> {
     }
 
     fn shutdown(&self) -> Result<(), ShutdownError> {
+        // Each worker with the crash it is known for, if it is out of its slot: a retired or
+        // crashed worker whose current process crashed before the shutdown (the pool already
+        // counted that crash and restarted the slot) still has its replaced processes drained,
+        // and that crash is not the shutdown's error.
         let (workers, wakers): (Vec<_>, _) = {
             let mut state = lock(&self.state);
             state.shutting_down = true;
             let workers = state
                 .slots
                 .iter()
-                .filter_map(|s| s.worker.clone())
-                .chain(state.retiring.iter().cloned())
+                .filter_map(|s| s.worker.clone().map(|w| (w, None)))
+                .chain(state.retiring.iter().map(|w| (w.clone(), w.crash_error())))
                 .collect();
             (workers, std::mem::take(&mut state.wakers))
         };
@@ -558,12 +575,23 @@ impl<I: IpcValue, O: IpcValue> PoolInner<I, O> {
         self.changed.notify_all();
         wakers.into_iter().for_each(Waker::wake);
         // Ask every worker first, so they drain at the same time, then wait for each.
-        let begun: Vec<_> = workers.iter().map(|w| w.begin_shutdown()).collect();
+        let begun: Vec<_> = workers.iter().map(|(w, _)| w.begin_shutdown()).collect();
         let mut first_error = None;
-        for (worker, begun) in workers.iter().zip(begun) {
-            let result = begun.and_then(|()| worker.wait_shutdown());
-            if let Err(e) = result {
-                first_error.get_or_insert(e);
+        for ((worker, known), begun) in workers.iter().zip(begun) {
+            let known_crash = |e: &ShutdownError| match (e, known) {
+                (ShutdownError::Crashed(report), Some(known)) => Arc::ptr_eq(report, known),
+                _ => false,
+            };
+            let result = match begun {
+                Err(e) if known_crash(&e) => worker.wait_shutdown(),
+                begun => begun.and_then(|()| worker.wait_shutdown()),
+            };
+            match result {
+                Err(e) if known_crash(&e) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+                Ok(()) => {}
             }
         }
         first_error.map_or(Ok(()), Err)

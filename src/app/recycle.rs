@@ -132,10 +132,13 @@ impl<I, O> Core<I, O> {
         self.all().iter().map(|c| c.in_flight()).sum()
     }
 
-    /// Whether every process of the worker has exited.
+    /// Whether every process of the worker has ended and had the end of its channel read, so
+    /// that every request it took is settled. An exit alone is not enough: the answers a
+    /// process sent before it exited may still wait in its channel for the reader, and
+    /// dropping the worker then would fail them as shut down.
     pub(super) fn is_drained(&self) -> bool {
         let generations = self.read();
-        generations.draining.is_empty() && generations.current.process.try_exit().is_some()
+        generations.draining.is_empty() && generations.current.is_settled()
     }
 
     /// Calls `hook` whenever one of the worker's processes has ended, and at once if the

@@ -26,7 +26,7 @@ impl<I, O> Connection<I, O> {
     /// already happened).
     pub(super) fn on_exit(&self, hook: Box<dyn FnOnce() + Send>) {
         let mut state = lock(&self.state);
-        if matches!(state.phase, Phase::Crashed(_)) {
+        if state.settled {
             drop(state);
             hook();
         } else {
@@ -110,7 +110,11 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
         self.requests.close();
         self.control.close();
         self.settle(protocol_error);
-        let hook = lock(&self.state).exit_hook.take();
+        let hook = {
+            let mut state = lock(&self.state);
+            state.settled = true;
+            state.exit_hook.take()
+        };
         if let Some(hook) = hook {
             hook();
         }

@@ -258,7 +258,7 @@ impl<I: IpcValue, O: IpcValue> Worker<I, O> {
         self.core.retire();
     }
 
-    /// Whether every process of the worker has exited.
+    /// Whether every process of the worker has ended and every request it took is settled.
     pub(crate) fn is_drained(&self) -> bool {
         self.core.is_drained()
     }

@@ -372,6 +372,146 @@ fn pool_shutdown_drains_every_worker() {
     assert!(matches!(err, RunError::ShutDown { .. }), "{err:?}");
 }
 
+/// A waker whose first wake blocks the thread that calls it until `release`. That thread is
+/// the one that read the answer of the future it belongs to, holding its worker's read turn:
+/// meanwhile every later answer of that worker waits in its channel, unread.
+#[derive(Default)]
+struct StallingWaker {
+    entered: std::sync::atomic::AtomicBool,
+    released: std::sync::Mutex<bool>,
+    release: std::sync::Condvar,
+}
+
+impl StallingWaker {
+    fn release(&self) {
+        *self.released.lock().expect("lock") = true;
+        self.release.notify_all();
+    }
+}
+
+impl std::task::Wake for StallingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.entered
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut released = self.released.lock().expect("lock");
+        while !*released {
+            released = self.release.wait(released).expect("lock");
+        }
+    }
+}
+
+/// Requests on a pool's only worker whose answers stay unread: the worker answers `stalled`,
+/// and whoever reads that answer stalls in its waker, holding the read turn; `held` and
+/// `release` are answered after it, and their answers wait in the channel.
+struct Unread {
+    stalled: bincrew::Reply<Response>,
+    waker: Arc<StallingWaker>,
+    first_release: std::thread::JoinHandle<Result<Response, RunError>>,
+    held: bincrew::Reply<Response>,
+    release: bincrew::Reply<Response>,
+}
+
+impl Unread {
+    /// Four requests, all to the pool's current process (the pool has one worker).
+    fn make(pool: &WorkerPool<Request, Response>) -> Self {
+        use std::future::Future;
+        let waker = Arc::new(StallingWaker::default());
+        let mut stalled = pool.run(Request::WaitFor("a".into()));
+        let polled = std::pin::Pin::new(&mut stalled).poll(&mut std::task::Context::from_waker(
+            &std::task::Waker::from(waker.clone()),
+        ));
+        assert!(polled.is_pending());
+        // Sent and waited for on a thread of its own, which may be the one that stalls.
+        let first_release = pool.run(Request::Release("a".into()));
+        let first_release = std::thread::spawn(move || first_release.wait());
+        eventually("a thread reading the worker's channel stalls", || {
+            waker.entered.load(std::sync::atomic::Ordering::SeqCst)
+        });
+        // Sent by the replacement's shutdown request (`End` follows them), answered, unread.
+        let held = pool.run(Request::WaitFor("b".into()));
+        let release = pool.run(Request::Release("b".into()));
+        Unread {
+            stalled,
+            waker,
+            first_release,
+            held,
+            release,
+        }
+    }
+
+    /// Lets the stalled thread go on, and checks that every request was answered.
+    fn check_answered(self) {
+        self.waker.release();
+        assert_eq!(self.held.wait().expect("answered"), text("b"));
+        assert_eq!(self.release.wait().expect("answered"), text("b"));
+        assert_eq!(
+            self.first_release
+                .join()
+                .expect("thread")
+                .expect("answered"),
+            text("a")
+        );
+        assert_eq!(self.stalled.wait().expect("answered"), text("a"));
+    }
+}
+
+/// Kills the pool's worker `pid` and waits until the supervisor has restarted its slot: by
+/// then it has looked at the workers it keeps draining, after the kill.
+fn crash_and_restart(pool: &WorkerPool<Request, Response>, pid: u32) {
+    // SAFETY: a signal to a worker process of this test.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    eventually("the slot is restarted", || {
+        pool.restart_count() == 1 && pool.stats().workers == 1
+    });
+}
+
+#[test]
+fn a_retired_worker_is_kept_until_its_last_answers_are_read_not_just_until_it_exits() {
+    let pool = pool(1);
+    let old = pool.pids()[0];
+    let unread = Unread::make(&pool);
+    pool.roll_blocking().expect("rolls");
+    // The retired worker answered everything and exited; its last answers are not read yet.
+    eventually("the retired worker exits", || !process_alive(old));
+    // The supervisor looks at the retiring workers again when another worker exits.
+    let new = pool.pids()[0];
+    assert_ne!(new, old);
+    crash_and_restart(&pool, new);
+    // Forgetting the retired worker on its exit alone failed these as shut down.
+    unread.check_answered();
+    assert_eq!(pool.stats().crashes, 1);
+    pool.shutdown_blocking().expect("clean shutdown");
+}
+
+#[test]
+fn a_crashed_worker_lets_its_replaced_process_finish_its_requests() {
+    crate::support::init();
+    // Recycled after the four requests of `Unread`, which all go to the first process.
+    let pool = WorkerPool::from_builder(misbehave().recycle_after_requests(4))
+        .size(1)
+        .max_restarts(100, Duration::from_secs(60))
+        .backoff(Duration::from_millis(5), Duration::from_millis(50))
+        .start_blocking()
+        .expect("pool starts");
+    let old = pool.pids()[0];
+    let unread = Unread::make(&pool);
+    eventually("the worker is recycled", || pool.stats().recycles == 1);
+    eventually("the replaced process exits", || !process_alive(old));
+    // The worker's current process crashes while the replaced one still drains (its last
+    // answers unread).
+    let new = pool.pids()[0];
+    assert_ne!(new, old);
+    crash_and_restart(&pool, new);
+    // Dropping the crashed worker killed its replaced process and failed these as shut down.
+    unread.check_answered();
+    assert_eq!(pool.stats().crashes, 1);
+    pool.shutdown_blocking().expect("clean shutdown");
+}
+
 #[test]
 fn a_worker_stuck_in_a_handler_exits_when_its_app_is_killed() {
     crate::support::kill_app_and_see_its_worker_exit(&["hang"]);
