@@ -112,6 +112,9 @@
 //! - **A worker holds fast answers for up to 200 µs** while more requests of the same batch
 //!   are queued, so that they share messages; answers held when it crashes are lost with it
 //!   (their requests fail with the crash report).
+//! - **Large messages keep shared memory**: a channel that carried a message of 16 KiB or more
+//!   keeps a region of shared memory on each side for the next ones (up to 2 MiB, resident as
+//!   far as messages reached) until the worker goes.
 //! - **Channels inside a value that fails to decode** are closed by bincrew on Linux; elsewhere
 //!   they may stay open until the process ends.
 //! - **Self-spawned workers in tests** need libtest's harness (`cargo test`, `cargo nextest`):
