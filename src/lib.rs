@@ -113,8 +113,10 @@
 //!   are queued, so that they share messages; answers held when it crashes are lost with it
 //!   (their requests fail with the crash report).
 //! - **Large messages keep shared memory**: a channel that carried a message of 16 KiB or more
-//!   keeps a region of shared memory on each side for the next ones (up to 2 MiB, resident as
-//!   far as messages reached) until the worker goes.
+//!   keeps a region of shared memory in each direction for the next ones (sixteen times the
+//!   first such message, at most 2 MiB, its pages shared by both processes) until the worker
+//!   goes. Shared memory in a message may be up to 2 MiB over
+//!   [`WorkerBuilder::max_message_size`] (a region); each message in it is held to the limit.
 //! - **Channels inside a value that fails to decode** are closed by bincrew on Linux; elsewhere
 //!   they may stay open until the process ends.
 //! - **Self-spawned workers in tests** need libtest's harness (`cargo test`, `cargo nextest`):

@@ -355,6 +355,8 @@ impl<I: IpcValue, O: IpcValue> WorkerBuilder<I, O> {
     /// The largest message the app accepts from the worker, and the largest shared memory one
     /// may carry (1 GiB by default). A worker that sends more, or whose message declares more,
     /// is killed as having broken the protocol before the app allocates or maps anything for it.
+    /// The shared memory a worker keeps for its large answers holds several of them, so it may be
+    /// up to 2 MiB over this; each answer in it is held to the limit itself.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message = bytes.max(4096);
         self

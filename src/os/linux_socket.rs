@@ -463,9 +463,9 @@ fn check_packet(
             libc::S_IFSOCK => {}
             libc::S_IFREG => {
                 let size = usize::try_from(st.st_size).unwrap_or(usize::MAX);
-                // A region is its body rounded up (see `wire::region`); the body itself is
-                // checked against `limit` when the frame is decoded.
-                if size > limit.saturating_add(crate::wire::region::ROUND) {
+                // A region holds several bodies (see `wire::region`); each is checked against
+                // `limit` when its frame is decoded.
+                if size > limit.saturating_add(crate::wire::region::MAX_REGION) {
                     return Err(format!(
                         "it sent shared memory of {size} bytes, over the limit of {limit}"
                     ));

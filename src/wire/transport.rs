@@ -33,7 +33,7 @@ use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::region::{self, Claim};
+use super::region::{self, Claim, Placed};
 
 /// The largest message bincrew accepts by default: a frame in shared memory, or a shared-memory
 /// region inside a message.
@@ -154,9 +154,9 @@ impl<T> fmt::Debug for Framed<T> {
 
 const INLINE: u8 = 0;
 const SPILLED: u8 = 1;
-/// In the channel's region: the sequence number and the length.
+/// In the channel's region: the sequence number, the offset in the region's data, the length.
 const PLACED: u8 = 2;
-/// In a new region, which the frame carries: the region, the sequence number and the length.
+/// In a new region, which the frame carries: the region, then as [`PLACED`].
 const PLACED_NEW: u8 = 3;
 
 /// Writes a body whose [`Body::direct_len`] is `len` straight into `data` (exactly `len`
@@ -214,8 +214,8 @@ impl<T: Body + ?Sized> Serialize for FramedRef<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let direct = self.0.direct_len();
         if let (Some(claim), Some(len)) = (self.1, direct.filter(|&len| len >= region::MIN_BODY)) {
-            if let Some(seq) = claim.place(len, |data| emit_into(self.0, data)) {
-                return placed(serializer, claim, seq, len);
+            if let Some(at) = claim.place(len, |data| emit_into(self.0, data)) {
+                return placed(serializer, claim, at, len);
             }
         }
         if let Some(len) = direct.filter(|&len| len <= inline_max()) {
@@ -240,12 +240,12 @@ impl<T: Body + ?Sized> Serialize for FramedRef<'_, T> {
                 data.copy_from_slice(&bytes);
                 true
             });
-            if let Some(seq) = placing {
+            if let Some(at) = placing {
                 let len = bytes.len();
                 if bytes.capacity() <= SCRATCH_KEEP {
                     SCRATCH.with(|scratch| scratch.replace(bytes));
                 }
-                return placed(serializer, claim, seq, len);
+                return placed(serializer, claim, at, len);
             }
         }
         let result = written.map_err(serde::ser::Error::custom).and_then(|()| {
@@ -270,22 +270,24 @@ impl<T: Body + ?Sized> Serialize for FramedRef<'_, T> {
 fn placed<S: Serializer>(
     serializer: S,
     claim: &Claim<'_>,
-    seq: u64,
+    placed: Placed,
     len: usize,
 ) -> Result<S::Ok, S::Error> {
     claim.announce(|memory| match memory {
         Some(memory) => {
-            let mut tuple = serializer.serialize_tuple(4)?;
+            let mut tuple = serializer.serialize_tuple(5)?;
             tuple.serialize_element(&PLACED_NEW)?;
             tuple.serialize_element(memory)?;
-            tuple.serialize_element(&seq)?;
+            tuple.serialize_element(&placed.seq)?;
+            tuple.serialize_element(&placed.offset)?;
             tuple.serialize_element(&len)?;
             tuple.end()
         }
         None => {
-            let mut tuple = serializer.serialize_tuple(3)?;
+            let mut tuple = serializer.serialize_tuple(4)?;
             tuple.serialize_element(&PLACED)?;
-            tuple.serialize_element(&seq)?;
+            tuple.serialize_element(&placed.seq)?;
+            tuple.serialize_element(&placed.offset)?;
             tuple.serialize_element(&len)?;
             tuple.end()
         }
@@ -354,11 +356,17 @@ impl<'de, T: Parse> Deserialize<'de> for Framed<T> {
                             } else {
                                 None
                             };
-                        let place: Option<(u64, usize)> =
-                            seq.next_element::<u64>()?.zip(seq.next_element::<usize>()?);
-                        let (number, len) =
-                            place.ok_or_else(|| A::Error::custom("a frame without its place"))?;
-                        region::take(memory, number, len, limit, T::parse).map(|value| (value, len))
+                        let number = seq.next_element::<u64>()?;
+                        let offset = seq.next_element::<usize>()?;
+                        let len = seq.next_element::<usize>()?;
+                        let (Some(number), Some(offset), Some(len)) = (number, offset, len) else {
+                            return Err(A::Error::custom("a frame without its place"));
+                        };
+                        let at = Placed {
+                            seq: number,
+                            offset,
+                        };
+                        region::take(memory, at, len, limit, T::parse).map(|value| (value, len))
                     }
                     other => return Err(A::Error::custom(format!("a frame of kind {other}"))),
                 };
@@ -371,8 +379,8 @@ impl<'de, T: Parse> Deserialize<'de> for Framed<T> {
             }
         }
 
-        // At most four elements (`PLACED_NEW`); postcard does not encode the count.
-        deserializer.deserialize_tuple(4, FrameVisitor(PhantomData))
+        // At most five elements (`PLACED_NEW`); postcard does not encode the count.
+        deserializer.deserialize_tuple(5, FrameVisitor(PhantomData))
     }
 }
 

@@ -32,7 +32,9 @@ fn garbage_after_the_handshake_kills_the_worker_with_a_protocol_report() {
         // What is wrong with the frame, as bincrew found it.
         let why = match kind {
             "region-unsent" => Some("a frame in shared memory it never sent"),
-            "region-past-end" => Some("a frame of 1048576 bytes in shared memory of 4096 bytes"),
+            "region-past-end" => {
+                Some("a frame of 1048576 bytes at 0 in shared memory of 4096 bytes")
+            }
             _ => None,
         };
         if let Some(why) = why {

@@ -652,13 +652,20 @@ fn fake_worker(kind: &str) -> ! {
         }
     }
     if kind == "region-unsent" || kind == "region-past-end" {
-        // A frame placed in shared memory (kind `2`: sequence number, length) with no region
-        // ever sent; or one in a new region (kind `3`: the region first) that ends past it.
-        let tx: IpcSender<(u8, bincrew::IpcSharedMemory, u64, u64)> = tx.to_opaque().to();
+        // A frame placed in shared memory (kind `2`: sequence number, offset, length) with no
+        // region ever sent; or one in a new region (kind `3`: the region first) that ends past it.
         let _ = if kind == "region-unsent" {
-            tx.to_opaque().to::<(u8, u64, u64)>().send((2, 1, 100))
+            let tx: IpcSender<(u8, u64, u64, u64)> = tx.to_opaque().to();
+            tx.send((2, 1, 0, 100))
         } else {
-            tx.send((3, bincrew::IpcSharedMemory::from_byte(0, 4096), 1, 1 << 20))
+            let tx: IpcSender<(u8, bincrew::IpcSharedMemory, u64, u64, u64)> = tx.to_opaque().to();
+            tx.send((
+                3,
+                bincrew::IpcSharedMemory::from_byte(0, 4096),
+                1,
+                0,
+                1 << 20,
+            ))
         };
         loop {
             std::thread::sleep(Duration::from_secs(3600));
