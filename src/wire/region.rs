@@ -3,10 +3,11 @@
 //! memory for each message.
 //!
 //! The sending side of a channel (the app's request channel, a worker's answer channel) owns
-//! one [`Region`]. A frame whose body is at least [`MIN_BODY`] bytes, and whose body can be
-//! written straight into place (`Body::direct_len`: no IPC handles inside), is written into the
-//! region instead of the message, when the region is free; the message then carries only the
-//! region's sequence number and the body's length. The first frame placed in a new region
+//! one [`Region`]. A frame whose body is at least [`MIN_BODY`] bytes goes into the region
+//! instead of the message, when the region is free: written straight into place when it can
+//! be (`Body::direct_len`: no IPC handles inside), else encoded first and copied in (its
+//! handles still travel with the message). The message then carries only the frame's sequence
+//! number, its offset in the region and its length. The first frame placed in a new region
 //! carries the region itself (as `IpcSharedMemory`), and the receiver keeps its mapping
 //! ([`Incoming`]) for the frames after it.
 //!
