@@ -121,7 +121,7 @@ impl<O: serde::Serialize + serde::de::DeserializeOwned + 'static> ReadTurns<O> {
                 receiver: Some(ReadEnd {
                     receiver,
                     own,
-                    incoming: Incoming::default(),
+                    incoming: Incoming::untrusted(),
                 }),
                 waiters: 0,
                 futures: false,

@@ -43,8 +43,21 @@ pub(super) fn accept_connection(
             )))
         });
     let receiver = match accepted {
-        Ok((receiver, Greeting { hello, ready })) => {
+        Ok((
+            receiver,
+            Greeting {
+                hello,
+                ready,
+                ready_error,
+            },
+        )) => {
             let _ = events.send(Event::Hello(Ok(hello)));
+            if let Some(reason) = ready_error {
+                let _ = events.send(Event::Ready(Err(format!(
+                    "its hello's `ready=` line does not hold its channels: {reason}"
+                ))));
+                return false;
+            }
             if let Some(ready) = ready {
                 let _ = events.send(Event::Ready(Ok((receiver.to_opaque(), ready))));
                 return true;

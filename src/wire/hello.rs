@@ -73,6 +73,9 @@ const READY_LINE: &[u8] = b"\nready=";
 pub(crate) struct Greeting {
     pub(crate) hello: Vec<u8>,
     pub(crate) ready: Option<crate::wire::messages::Ready>,
+    /// Received only: why what follows a `ready=` line is not a `Ready` (only a broken worker
+    /// writes that line without one).
+    pub(crate) ready_error: Option<String>,
 }
 
 impl Serialize for Greeting {
@@ -108,11 +111,23 @@ impl<'de> Deserialize<'de> for Greeting {
                     hello.push(byte);
                     if hello.ends_with(READY_LINE) {
                         // Values escape newlines, so only a line of its own starts this way.
-                        let ready = seq.next_element().ok().flatten();
-                        return Ok(Greeting { hello, ready });
+                        let (ready, ready_error) = match seq.next_element() {
+                            Ok(Some(ready)) => (Some(ready), None),
+                            Ok(None) => (None, Some("the line is empty".to_owned())),
+                            Err(e) => (None, Some(e.to_string())),
+                        };
+                        return Ok(Greeting {
+                            hello,
+                            ready,
+                            ready_error,
+                        });
                     }
                 }
-                Ok(Greeting { hello, ready: None })
+                Ok(Greeting {
+                    hello,
+                    ready: None,
+                    ready_error: None,
+                })
             }
         }
         deserializer.deserialize_tuple(usize::MAX, GreetingVisitor)
@@ -371,6 +386,7 @@ mod tests {
                 requests: requests.to_opaque(),
                 control: control.to_opaque(),
             }),
+            ready_error: None,
         })
         .expect("sent");
         let got = rx.recv().expect("received");
@@ -383,10 +399,23 @@ mod tests {
         tx.send(Greeting {
             hello: hello.clone(),
             ready: None,
+            ready_error: None,
         })
         .expect("sent");
         let got = rx.recv().expect("received");
-        assert!(got.ready.is_none());
+        assert!(got.ready.is_none() && got.ready_error.is_none());
         assert_eq!(got.hello, hello);
+
+        // A `ready=` line with no `Ready` after it: a broken worker, said so.
+        let mut cut = hello.clone();
+        cut.extend_from_slice(b"ready=");
+        tx.send(Greeting {
+            hello: cut,
+            ready: None,
+            ready_error: None,
+        })
+        .expect("sent");
+        let got = rx.recv().expect("received");
+        assert!(got.ready.is_none() && got.ready_error.is_some());
     }
 }

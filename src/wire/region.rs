@@ -73,7 +73,8 @@ impl Mapped {
     /// A new, zeroed region of `len` bytes; `None` when shared memory cannot be made
     /// (`ipc-channel` panics then: out of descriptors or memory).
     fn new(len: usize) -> Option<Mapped> {
-        let memory = std::panic::catch_unwind(|| IpcSharedMemory::from_byte(0, len)).ok()?;
+        // Quietly: in a worker, the panic hook would take it for the handler's panic.
+        let memory = super::transport::quietly(|| IpcSharedMemory::from_byte(0, len))?;
         Mapped::of(memory)
     }
 
@@ -243,7 +244,22 @@ impl Claim<'_> {
 
 /// The receiving side's mapping of a channel's region, as the sender last announced it.
 #[derive(Default)]
-pub(crate) struct Incoming(Option<Mapped>);
+pub(crate) struct Incoming {
+    mapped: Option<Mapped>,
+    /// The sender is not trusted (a worker, read by the app): frames are copied out before
+    /// they are decoded (see [`take`]).
+    copy_out: bool,
+}
+
+impl Incoming {
+    /// For a receiver that does not trust the sender: the app reading a worker.
+    pub(crate) fn untrusted() -> Incoming {
+        Incoming {
+            mapped: None,
+            copy_out: true,
+        }
+    }
+}
 
 thread_local! {
     /// The region of the channel whose message this thread decodes (see [`with_incoming`]).
@@ -252,12 +268,60 @@ thread_local! {
 
 /// Runs `decode` with `incoming` as the region frames are read from.
 pub(crate) fn with_incoming<T>(incoming: &mut Incoming, decode: impl FnOnce() -> T) -> T {
-    let before = INCOMING.with(|slot| slot.replace(Some(std::mem::take(incoming))));
-    let result = decode();
-    if let Some(after) = INCOMING.with(|slot| slot.replace(before)) {
-        *incoming = after;
+    /// Puts the mapping back even when `decode` panics (`ipc-channel` may).
+    struct Restore<'a> {
+        incoming: &'a mut Incoming,
+        before: Option<Option<Incoming>>,
     }
-    result
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let before = self.before.take().flatten();
+            if let Some(after) = INCOMING.with(|slot| slot.replace(before)) {
+                *self.incoming = after;
+            }
+        }
+    }
+    let before = INCOMING.with(|slot| slot.replace(Some(std::mem::take(incoming))));
+    let _restore = Restore {
+        incoming,
+        before: Some(before),
+    };
+    decode()
+}
+
+thread_local! {
+    /// Where an untrusted sender's frames are copied before they are decoded, kept between
+    /// messages (up to [`MAX_REGION`]).
+    static PRIVATE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `parse` on a private copy of `len` bytes at `from`, which another process may write
+/// meanwhile: decoding checks bytes and then reads them again (a string's UTF-8, say), so it
+/// must never see them change in between.
+///
+/// # Safety
+///
+/// `from..from + len` must be mapped and readable for the whole call.
+pub(crate) unsafe fn parse_copy<T>(
+    from: *const u8,
+    len: usize,
+    parse: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Result<T, String> {
+    let mut private = PRIVATE.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    private.clear();
+    private.reserve(len);
+    // SAFETY: `from..from + len` is readable (the caller's promise); `private` has room for
+    // `len` bytes, which the copy initializes before `set_len`; the source is read through a
+    // raw pointer, never as a reference to memory another process writes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(from, private.as_mut_ptr(), len);
+        private.set_len(len);
+    }
+    let parsed = parse(&private);
+    if private.capacity() <= MAX_REGION {
+        PRIVATE.with(|p| *p.borrow_mut() = private);
+    }
+    parsed
 }
 
 /// Decodes a frame the sender placed in its region: `parse` on its `len` bytes, after taking
@@ -277,11 +341,12 @@ pub(crate) fn take<T>(
         };
         if let Some(memory) = announced {
             let size = memory.len();
-            incoming.0 = Some(Mapped::of(memory).ok_or_else(|| {
+            incoming.mapped = Some(Mapped::of(memory).ok_or_else(|| {
                 format!("it announced shared memory of {size} bytes, too small for a region")
             })?);
         }
-        let Some(mapped) = &incoming.0 else {
+        let copy_out = incoming.copy_out;
+        let Some(mapped) = &incoming.mapped else {
             return Err("a frame in shared memory it never sent".to_owned());
         };
         if len > limit {
@@ -295,15 +360,35 @@ pub(crate) fn take<T>(
                 mapped.len
             ));
         }
-        // SAFETY: within the mapping. The sender wrote these bytes before it sent the message
-        // and, if honest, does not write them again until they are released below; a
-        // dishonest one can only make them garbage, which `parse` refuses or decodes into
-        // values of the right types, as with any message.
-        let data = unsafe { std::slice::from_raw_parts(mapped.base.add(HEADER + offset), len) };
-        let parsed = parse(data);
-        mapped.released().store(seq, Ordering::Release);
-        parsed
+        // SAFETY (both arms): `HEADER + offset + len` is within the mapping, checked above,
+        // and the mapping lives as long as `incoming`.
+        let from = unsafe { mapped.base.add(HEADER + offset) }.cast_const();
+        if copy_out {
+            // An untrusted sender may write the frame while it is decoded: decode a copy,
+            // and hand the frame back as soon as it is copied.
+            // SAFETY: see above.
+            unsafe {
+                parse_copy(from, len, |bytes| {
+                    mapped.released().store(seq, Ordering::Release);
+                    parse(bytes)
+                })
+            }
+        } else {
+            // A trusted sender (the app, read by a worker) wrote these bytes before it sent
+            // the message and does not write them again until they are released below.
+            // SAFETY: see above.
+            let data = unsafe { std::slice::from_raw_parts(from, len) };
+            let parsed = parse(data);
+            mapped.released().store(seq, Ordering::Release);
+            parsed
+        }
     })
+}
+
+/// Whether the message this thread decodes comes from a sender it does not trust (see
+/// [`Incoming::untrusted`]).
+pub(crate) fn untrusted_sender() -> bool {
+    INCOMING.with(|slot| slot.borrow().as_ref().is_some_and(|i| i.copy_out))
 }
 
 #[cfg(test)]
@@ -424,6 +509,47 @@ mod tests {
         );
         assert!(claim.announce(|m| m.is_some()), "a new region is announced");
         assert!(claim.place(big + 1, fill(3)).is_none());
+    }
+
+    #[test]
+    fn an_untrusted_sender_s_frames_are_decoded_from_a_copy_and_released() {
+        let region = Region::new();
+        let mut incoming = Incoming::untrusted();
+        for (round, byte) in [3u8, 4, 5].into_iter().enumerate() {
+            let claim = region.claim().expect("released");
+            let placed = claim.place(MIN_BODY, fill(byte)).expect("placed");
+            let memory = claim.announce(|m| m.cloned());
+            assert_eq!(memory.is_some(), round == 0);
+            claim.sent();
+            let (got, untrusted) = with_incoming(&mut incoming, || {
+                let got = take(memory, placed, MIN_BODY, usize::MAX, |d| Ok(d.to_vec()));
+                (got, untrusted_sender())
+            });
+            assert!(untrusted);
+            assert!(got.expect("taken").iter().all(|&b| b == byte));
+        }
+    }
+
+    #[test]
+    fn a_panic_while_decoding_keeps_the_mapping() {
+        let region = Region::new();
+        let mut incoming = Incoming::untrusted();
+        let claim = region.claim().expect("free");
+        let placed = claim.place(MIN_BODY, fill(1)).expect("placed");
+        let memory = claim.announce(|m| m.cloned());
+        claim.sent();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            with_incoming(&mut incoming, || {
+                let _ = take(memory, placed, MIN_BODY, usize::MAX, |_| Ok(()));
+                panic!("a decoder that panics");
+            })
+        }));
+        assert!(panicked.is_err());
+        // The next frame, in the region the first one announced, is still read.
+        let claim = region.claim().expect("released");
+        let next = claim.place(MIN_BODY, fill(2)).expect("placed");
+        claim.sent();
+        assert!(taken(&mut incoming, None, next).iter().all(|&b| b == 2));
     }
 
     #[test]

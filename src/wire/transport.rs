@@ -345,7 +345,15 @@ impl<'de, T: Parse> Deserialize<'de> for Framed<T> {
                                 memory.len()
                             )));
                         }
-                        T::parse(&memory).map(|value| (value, memory.len()))
+                        let len = memory.len();
+                        if region::untrusted_sender() {
+                            // The worker keeps the memory and may write it meanwhile.
+                            // SAFETY: `memory` stays mapped for the call.
+                            unsafe { region::parse_copy(memory.as_ptr(), len, T::parse) }
+                                .map(|value| (value, len))
+                        } else {
+                            T::parse(&memory).map(|value| (value, len))
+                        }
                     }
                     PLACED | PLACED_NEW => {
                         let memory: Option<IpcSharedMemory> =
@@ -416,6 +424,15 @@ pub(crate) fn allow_probing() {
 /// Whether a panic on this thread is the expected end of a probe (the panic hook says nothing).
 pub(crate) fn quiet_panic() -> bool {
     PROBING.with(Cell::get)
+}
+
+/// Runs `f`, which may panic inside `ipc-channel` (out of descriptors or memory), with the
+/// worker's panic hook quiet: `None` when it panicked.
+pub(crate) fn quietly<T>(f: impl FnOnce() -> T) -> Option<T> {
+    let before = PROBING.with(|p| p.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
+    PROBING.with(|p| p.set(before));
+    result
 }
 
 /// Closes the channels of the message being decoded that no item took (the items that failed

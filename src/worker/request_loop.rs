@@ -160,6 +160,7 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
             requests: requests.to_opaque(),
             control: control.to_opaque(),
         }),
+        ready_error: None,
     };
     let connection: IpcSender<Greeting> = connection.to_opaque().to();
     if let Err(e) = connection.send(greeting) {

@@ -119,6 +119,22 @@ fn a_message_naming_a_channel_it_did_not_send_is_a_protocol_error_not_a_panic() 
         Some("it broke the protocol: it sent a message that names a channel it did not send")
     );
 
+    // A `ready=` line that does not hold the channels: refused at once, not at the timeout.
+    let err = misbehave()
+        .env("MISBEHAVE_FAKE", "broken-ready")
+        .connect_timeout(std::time::Duration::from_secs(60))
+        .start_blocking()
+        .expect_err("rejected");
+    match &err {
+        StartError::Handshake { reason, .. } => {
+            assert!(
+                reason.contains("`ready=` line does not hold its channels"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+
     let err = misbehave()
         .env("MISBEHAVE_FAKE", "bad-ready")
         .start_blocking()

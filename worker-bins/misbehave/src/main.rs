@@ -622,6 +622,15 @@ fn fake_worker(kind: &str) -> ! {
     hello += &field("bincrew", &info.bincrew_version);
     hello += &field("protocol", &info.protocol.to_string());
     hello += &field("wire", &info.wire);
+    if kind == "broken-ready" {
+        // A `ready=` line (protocol 4) whose `Ready` is cut short: a varint with no end.
+        let mut bytes = hello.into_bytes();
+        bytes.extend_from_slice(b"ready=\x80");
+        let _ = tx.send(Raw(bytes));
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     let _ = tx.send(Raw(hello.into_bytes()));
     let (Ok((requests, _requests_rx)), Ok((control, _control_rx))) =
         (bincrew::channel::<Vec<u8>>(), bincrew::channel::<Vec<u8>>())
