@@ -517,15 +517,18 @@ fn bench_start(bench: &Bench) -> Row {
     let mut bincrew = || {
         let mut total = Duration::ZERO;
         for _ in 0..starts {
+            let threads = app_threads();
             let began = Instant::now();
             let worker: Worker<String, String> = bench.worker(ECHO);
             total += began.elapsed();
             let pid = worker.id();
             drop(worker);
-            // `Drop` kills without waiting and a reaper thread reaps; wait for it untimed, as the
-            // raw side's `Drop` waits for its child, so that one start's end does not land in
-            // the next start's time.
+            // `Drop` kills without waiting, a reaper thread reaps, and the worker's reader thread
+            // ends once it has read the end of the channel; wait for both untimed, as the raw
+            // side's `Drop` waits for its child, so that one start's end does not land in the
+            // next start's time.
             wait_gone(pid);
+            wait_threads(threads);
         }
         total.as_secs_f64() / starts as f64
     };
@@ -976,6 +979,20 @@ fn echo_raw(peer: &raw::Peer) {
 /// Waits until process `pid` is gone (reaped).
 fn wait_gone(pid: u32) {
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// The number of threads of this process, where it can be read.
+fn app_threads() -> Option<u64> {
+    Usage::own().map(|u| u.threads)
+}
+
+/// Waits until this process has no more than `threads` threads again, for at most a second.
+fn wait_threads(threads: Option<u64>) {
+    let Some(threads) = threads else { return };
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while app_threads().is_some_and(|now| now > threads) && Instant::now() < deadline {
         thread::sleep(Duration::from_micros(100));
     }
 }

@@ -169,6 +169,9 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
             &format!("cannot send the hello and `Ready`: {e}"),
         );
     }
+    // The app waits for the greeting, and nothing below is needed before it has read it: on a
+    // CPU the two processes share, let the app go first.
+    thread::yield_now();
     let answers = connection.to_opaque();
     install_panic_hook(answers.clone());
     transport::allow_probing();
