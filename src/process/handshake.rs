@@ -24,6 +24,8 @@ const LATE_HELLO_GRACE: Duration = Duration::from_millis(200);
 const TAKEN_GRACE: Duration = Duration::from_secs(1);
 
 pub(super) enum Event {
+    /// The hello and `Ready` in one message: one event, so that the app's thread wakes once.
+    Greeted(Vec<u8>, Box<(OpaqueIpcReceiver, Ready)>),
     Hello(Result<Vec<u8>, String>),
     Ready(Result<(OpaqueIpcReceiver, Ready), String>),
 }
@@ -51,16 +53,17 @@ pub(super) fn accept_connection(
                 ready_error,
             },
         )) => {
+            if let (Some(ready), None) = (ready, &ready_error) {
+                let ready = Box::new((receiver.to_opaque(), ready));
+                let _ = events.send(Event::Greeted(hello, ready));
+                return true;
+            }
             let _ = events.send(Event::Hello(Ok(hello)));
             if let Some(reason) = ready_error {
                 let _ = events.send(Event::Ready(Err(format!(
                     "its hello's `ready=` line does not hold its channels: {reason}"
                 ))));
                 return false;
-            }
-            if let Some(ready) = ready {
-                let _ = events.send(Event::Ready(Ok((receiver.to_opaque(), ready))));
-                return true;
             }
             receiver
         }
@@ -115,6 +118,13 @@ impl Handshake<'_> {
                 None => (deadline - now).min(EXIT_POLL),
             };
             match events.recv_timeout(wait) {
+                Ok(Event::Greeted(bytes, ready)) => {
+                    let (receiver, ready) = *ready;
+                    return Ok(match self.check_hello(&bytes)? {
+                        Ok((hello, build)) => Ok((receiver, ready, hello, build)),
+                        Err(listed) => Err(listed),
+                    });
+                }
                 Ok(Event::Hello(Ok(bytes))) => match self.check_hello(&bytes)? {
                     Ok(hello_and_build) => checked = Some(hello_and_build),
                     Err(listed) => return Ok(Err(listed)),
