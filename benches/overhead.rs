@@ -333,7 +333,7 @@ impl Plan {
             Plan {
                 quick,
                 runs: 7,
-                starts: 10,
+                starts: 30,
                 round_trips: 20_000,
                 few_batches: 200,
                 many_batches: 5,
