@@ -34,7 +34,7 @@ use crate::sync::lock;
 use crate::wire::codec;
 use crate::wire::messages::{Answer, Control, Job, RequestBatch};
 use crate::wire::region::Region;
-use crate::wire::transport::{take_encode_failures, FramedRef, Sent, Socket};
+use crate::wire::transport::{self, take_encode_failures, FramedRef, Sent, Socket};
 use crate::IpcValue;
 
 /// Settings of a started worker, from its builder.
@@ -459,7 +459,10 @@ impl<I: IpcValue, O: IpcValue> Sink<Job<I>> for RequestSink<'_, I, O> {
     fn send(&self, batch: &[(u64, Job<I>)]) -> Sent {
         let sender: IpcSender<RequestBatch<'_, I>> = self.0.request_tx.clone().to();
         let claim = self.0.request_region.claim();
-        let sent = Sent::from_result(sender.send(FramedRef(batch, claim.as_ref())));
+        let sent = Sent::from_result(transport::send_guarded(
+            &sender,
+            FramedRef(batch, claim.as_ref()),
+        ));
         if let (Sent::Done, Some(claim)) = (&sent, claim) {
             claim.sent();
         }

@@ -303,3 +303,24 @@ pub(crate) fn prefault(memory: &mut [u8]) {
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = memory;
 }
+
+/// Whether this process can open two more descriptors now: what putting new shared memory into
+/// a message takes (the memory's own, and the duplicate `ipc-channel` sends). `ipc-channel`
+/// panics where it finds none, so senders ask first (the answer may change at once: the panic
+/// is still caught, but then the app's panic hook has printed it).
+pub(crate) fn spare_descriptors() -> bool {
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two descriptors into `fds` when it returns 0; both are closed here.
+    unsafe {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let made = libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC);
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let made = libc::pipe(fds.as_mut_ptr());
+        if made != 0 {
+            return false;
+        }
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    true
+}

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::wire::codec;
 use crate::wire::transport::{
-    close_unclaimed_channels, encode_failed, encoded_len, Body, Emit, FramedRef, Parse,
+    close_unclaimed_channels, encode_failed, encoded_len, quietly_or_why, Body, Emit, FramedRef,
+    Parse,
 };
 
 /// The worker's second message, sent right after a hello with `Status::Ready`: the sending ends
@@ -214,10 +215,20 @@ fn write_payload<T: Serialize + ?Sized + 'static>(
     out: &mut Vec<u8>,
     value: &T,
 ) -> Result<(), String> {
-    write_raw(out, value).map_err(|e| match e {
-        Some(e) => codec::encode_error(&e, value),
-        None => "its encoding is 4 GiB or more".to_owned(),
-    })
+    let start = out.len();
+    // A panic while encoding (its `Serialize`, or `ipc-channel` out of descriptors for the
+    // shared memory inside) fails this value alone: it may happen on a writer thread, which
+    // must go on, and in a worker it is no handler's panic.
+    match quietly_or_why(|| write_raw(out, value)) {
+        Ok(written) => written.map_err(|e| match e {
+            Some(e) => codec::encode_error(&e, value),
+            None => "its encoding is 4 GiB or more".to_owned(),
+        }),
+        Err(panic) => {
+            out.truncate(start);
+            Err(format!("encoding it panicked: {panic}"))
+        }
+    }
 }
 
 /// [`write_payload`] for bincrew's own values, which always encode.
@@ -382,10 +393,16 @@ thread_local! {
 }
 
 /// Runs `measure` with an empty list of payload lengths to fill, kept for [`take_lens`].
+///
+/// `None` also when an item's `Serialize` panics: then the body is written item by item
+/// ([`write_payload`]), where that item fails alone. (Measured within
+/// [`send_guarded`](super::transport::send_guarded), which keeps a worker's panic hook quiet.)
 fn direct_lens(measure: impl FnOnce(&mut Vec<u32>) -> Option<usize>) -> Option<usize> {
     let mut lens = LENS.with(|l| std::mem::take(&mut *l.borrow_mut()));
     lens.clear();
-    let len = measure(&mut lens);
+    let len = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| measure(&mut lens)))
+        .ok()
+        .flatten();
     LENS.with(|l| *l.borrow_mut() = lens);
     len
 }

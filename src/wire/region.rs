@@ -73,6 +73,9 @@ impl Mapped {
     /// A new, zeroed region of `len` bytes; `None` when shared memory cannot be made
     /// (`ipc-channel` panics then: out of descriptors or memory).
     fn new(len: usize) -> Option<Mapped> {
+        if !crate::os::spare_descriptors() {
+            return None;
+        }
         // Quietly: in a worker, the panic hook would take it for the handler's panic.
         let memory = super::transport::quietly(|| IpcSharedMemory::from_byte(0, len))?;
         Mapped::of(memory)

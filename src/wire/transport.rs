@@ -254,8 +254,17 @@ impl<T: Body + ?Sized> Serialize for FramedRef<'_, T> {
                 tuple.serialize_element(&INLINE)?;
                 tuple.serialize_element(&Bytes(&bytes))?;
             } else {
+                let memory = crate::os::spare_descriptors()
+                    .then(|| quietly(|| IpcSharedMemory::from_bytes(&bytes)))
+                    .flatten();
+                let Some(memory) = memory else {
+                    return Err(frame_encode_error(format!(
+                        "cannot create shared memory for a message of {} bytes: {NO_SHARING}",
+                        bytes.len()
+                    )));
+                };
                 tuple.serialize_element(&SPILLED)?;
-                tuple.serialize_element(&IpcSharedMemory::from_bytes(&bytes))?;
+                serialize_memory(&mut tuple, &memory)?;
             }
             tuple.end()
         });
@@ -264,6 +273,63 @@ impl<T: Body + ?Sized> Serialize for FramedRef<'_, T> {
         }
         result
     }
+}
+
+/// Why shared memory could not go into a message.
+const NO_SHARING: &str = "this process has no file descriptor or address space left";
+
+/// Puts shared memory into the message being encoded. `ipc-channel` duplicates and maps it for
+/// the message, and panics when it cannot (no descriptor or address space left): that becomes
+/// an error of this message, which then fails alone, instead of a panic in the sending thread.
+fn serialize_memory<T: SerializeTuple>(
+    tuple: &mut T,
+    memory: &IpcSharedMemory,
+) -> Result<(), T::Error> {
+    let sent = crate::os::spare_descriptors()
+        .then(|| quietly(|| tuple.serialize_element(memory)))
+        .flatten();
+    sent.unwrap_or_else(|| {
+        Err(frame_encode_error(format!(
+            "cannot share memory with the other process: {NO_SHARING}"
+        )))
+    })
+}
+
+thread_local! {
+    /// Why this thread's last frame could not be encoded as a whole, for the error: postcard
+    /// keeps no custom message.
+    static FRAME_ENCODE_ERROR: std::cell::RefCell<Option<String>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// An encoding error of the whole frame, whose reason [`encode_error_reason`] gives.
+fn frame_encode_error<E: serde::ser::Error>(reason: String) -> E {
+    let error = E::custom(&reason);
+    FRAME_ENCODE_ERROR.with(|e| e.replace(Some(reason)));
+    error
+}
+
+/// `sender.send(message)`, where a panic while encoding the message (a `Serialize` that
+/// panics; `ipc-channel` out of descriptors for shared memory) becomes an encoding error of
+/// this message, whose reason [`encode_error_reason`] gives: the thread that sends (a caller's,
+/// a writer thread, a worker's handler thread) goes on.
+pub(crate) fn send_guarded<T: Serialize>(
+    sender: &ipc_channel::ipc::IpcSender<T>,
+    message: T,
+) -> Result<(), ipc_channel::IpcError> {
+    quietly_or_why(|| sender.send(message)).unwrap_or_else(|panic| {
+        FRAME_ENCODE_ERROR.with(|e| e.replace(Some(format!("encoding it panicked: {panic}"))));
+        Err(ipc_channel::IpcError::SerializationError(
+            postcard::Error::SerdeSerCustom.into(),
+        ))
+    })
+}
+
+/// The reason of a failed send's encoding error `e`: the frame's own when it recorded one.
+pub(crate) fn encode_error_reason(e: &dyn fmt::Display) -> String {
+    FRAME_ENCODE_ERROR
+        .with(|r| r.take())
+        .unwrap_or_else(|| e.to_string())
 }
 
 /// The frame of a body placed in the channel's region: the region too when it is new.
@@ -277,7 +343,7 @@ fn placed<S: Serializer>(
         Some(memory) => {
             let mut tuple = serializer.serialize_tuple(5)?;
             tuple.serialize_element(&PLACED_NEW)?;
-            tuple.serialize_element(memory)?;
+            serialize_memory(&mut tuple, memory)?;
             tuple.serialize_element(&placed.seq)?;
             tuple.serialize_element(&placed.offset)?;
             tuple.serialize_element(&len)?;
@@ -429,10 +495,21 @@ pub(crate) fn quiet_panic() -> bool {
 /// Runs `f`, which may panic inside `ipc-channel` (out of descriptors or memory), with the
 /// worker's panic hook quiet: `None` when it panicked.
 pub(crate) fn quietly<T>(f: impl FnOnce() -> T) -> Option<T> {
+    quietly_or_why(f).ok()
+}
+
+/// [`quietly`], with the panic's message when it panicked.
+pub(crate) fn quietly_or_why<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     let before = PROBING.with(|p| p.replace(true));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     PROBING.with(|p| p.set(before));
-    result
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned())
+    })
 }
 
 /// Closes the channels of the message being decoded that no item took (the items that failed
@@ -492,7 +569,7 @@ impl Sent {
                 // message collected while encoding: send them nowhere, so they neither leak
                 // into this thread's next message nor stay open.
                 discard_collected();
-                Sent::Encode(e.to_string())
+                Sent::Encode(encode_error_reason(&e))
             }
             Err(ipc_channel::IpcError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 Sent::WouldBlock
@@ -504,7 +581,7 @@ impl Sent {
 
 /// Sends the channels and shared memory collected by a failed encoding on this thread to a
 /// channel of its own and drops them there.
-fn discard_collected() {
+pub(crate) fn discard_collected() {
     use std::cell::RefCell;
     type Sink = (
         ipc_channel::ipc::IpcSender<()>,

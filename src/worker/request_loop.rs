@@ -715,15 +715,20 @@ impl<I: IpcValue, O: IpcValue> Loop<I, O> {
         let sender: IpcSender<FramedRef<'_, ToAppRef<'_, O>>> = self.answers.clone().to();
         ANSWER_MESSAGES.fetch_add(1, Ordering::Relaxed);
         let claim = self.answer_region.claim();
-        let sent = sender.send(FramedRef(&ToAppRef::Answers(batch), claim.as_ref()));
+        let sent = transport::send_guarded(
+            &sender,
+            FramedRef(&ToAppRef::Answers(batch), claim.as_ref()),
+        );
         if let (Ok(()), Some(claim)) = (&sent, claim) {
             claim.sent();
         }
         match sent {
             Ok(()) => {}
             Err(IpcError::SerializationError(e)) => {
-                // Nothing was sent; tell the app which requests lost their responses.
-                let reason = e.to_string();
+                // Nothing was sent; tell the app which requests lost their responses. The
+                // channels and shared memory the answers carried go nowhere.
+                transport::discard_collected();
+                let reason = transport::encode_error_reason(&e);
                 let failed: Vec<Answer<O>> = batch
                     .iter()
                     .map(|answer| Answer::EncodeFailed {

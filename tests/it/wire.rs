@@ -189,6 +189,19 @@ fn one_value_that_does_not_encode_or_decode_fails_its_own_request_only() {
     assert_eq!(type_name, "wirecheck::Picky");
     assert_eq!(reason, "7 is refused");
 
+    // A value whose `Serialize` panics fails alone too, on either side: the app's thread and
+    // the worker go on.
+    let err = one_bad_in_sixteen(&worker, 66);
+    let RunError::RequestEncode { reason, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(reason, "encoding it panicked: 66 is cursed");
+    let err = one_bad_in_sixteen(&worker, 1066);
+    let RunError::ResponseEncode { reason, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(reason, "encoding it panicked: 66 is cursed");
+
     // The same process served it all.
     assert_eq!(worker.id(), pid);
     assert_eq!(worker.run_blocking(Picky(3)).expect("serves on"), Picky(3));
@@ -544,4 +557,58 @@ fn an_answer_in_the_region_over_the_limit_kills_the_worker_with_the_reason() {
     };
     let reason = report.killed_by_app.as_deref().expect("killed by the app");
     assert!(reason.ends_with("over the limit of 32768"), "{reason}");
+}
+
+/// A worker with no descriptor left cannot put a large answer in shared memory (`ipc-channel`
+/// panics where it duplicates the memory's descriptor): that request fails with the reason, and
+/// the worker serves the next one.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_large_answer_with_no_descriptor_left_fails_alone_and_the_worker_serves_on() {
+    let worker = crate::support::misbehave()
+        .start_blocking()
+        .expect("starts");
+    let err = worker
+        .run_blocking(misbehave::Request::NoDescriptors(1 << 20))
+        .expect_err("no shared memory for the answer");
+    let RunError::ResponseEncode { reason, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        reason.contains("no file descriptor or address space left"),
+        "{reason}"
+    );
+    assert_eq!(
+        worker
+            .run_blocking(misbehave::Request::Echo("after".into()))
+            .expect("served on"),
+        misbehave::Response::Text("after".into())
+    );
+}
+
+/// The same in the app: a request too large for the socket, sent when the app has no
+/// descriptor left, fails with the reason, and the next request is served.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_large_request_with_no_descriptor_left_fails_alone_and_the_app_runs_on() {
+    let out = std::process::Command::new(worker_bin("misbehave"))
+        .arg("no-descriptors")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no `{key}` in:\n{stdout}"))
+            .to_owned()
+    };
+    let large = line("large: ");
+    assert!(
+        large.contains("cannot encode")
+            && large.contains("no file descriptor or address space left"),
+        "{large}"
+    );
+    assert_eq!(line("after: "), "Text(\"after\")", "{stdout}");
+    assert!(out.status.success(), "{out:?}");
 }

@@ -123,6 +123,10 @@ pub enum Request {
     Grandchild,
     /// Answer with how many messages of answers the worker process has sent so far.
     AnswerMessages,
+    /// Use up every file descriptor this process may open (its limit lowered to what it has
+    /// open), then answer with text of this many bytes: too large for the socket, so it needs
+    /// shared memory, which needs a descriptor.
+    NoDescriptors(u64),
 }
 
 /// What it answers.

@@ -214,6 +214,10 @@ fn handle(args: RequestArgs<Request>) -> Response {
             }
             Err(e) => Response::Text(format!("cannot start sleep: {e}")),
         },
+        Request::NoDescriptors(len) => {
+            use_up_descriptors();
+            Response::Text("x".repeat(usize::try_from(len).unwrap_or(0)))
+        }
         Request::Allocate(bytes) => {
             let mut block = vec![0u8; usize::try_from(bytes).unwrap_or(usize::MAX)];
             let len = block.len();
@@ -222,6 +226,37 @@ fn handle(args: RequestArgs<Request>) -> Response {
             }
             Response::Number(std::hint::black_box(block).len() as u64)
         }
+    }
+}
+
+/// Lowers this process's soft limit of open descriptors to what it has open, and fills any
+/// gap below it, so that opening one more fails (`EMFILE`). Linux only; elsewhere nothing.
+fn use_up_descriptors() {
+    #[cfg(target_os = "linux")]
+    {
+        let highest = std::fs::read_dir("/proc/self/fd")
+            .map(|dir| {
+                dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+                    .max()
+                    .unwrap_or(2)
+            })
+            .unwrap_or(2);
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit read and write the struct given.
+        unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+            limit.rlim_cur = highest + 1;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+        // Each open takes the lowest free number: the gaps fill, then opening fails.
+        let mut held = Vec::new();
+        while let Ok(file) = std::fs::File::open("/dev/null") {
+            held.push(file);
+        }
+        std::mem::forget(held);
     }
 }
 
@@ -349,6 +384,7 @@ fn main() {
         ),
         "count-sockets" => println!("{}", count_sockets()),
         "core-limits" => core_limits(),
+        "no-descriptors" => no_descriptors(),
         "memory-limit" => memory_limit(),
         "hog" => {
             let mib: usize = std::env::args()
@@ -467,6 +503,31 @@ fn core_limits() {
 }
 
 /// An app that starts itself as its worker, runs requests in parallel and shuts down.
+/// An app that uses up its descriptors (see `use_up_descriptors`) once its worker serves, then
+/// sends a request of 1 MiB, too large for the socket, and a small one; prints `large: ` and
+/// `after: ` with what each got.
+fn no_descriptors() {
+    let worker = match Worker::<Request, Response>::start_blocking(WORKER) {
+        Ok(worker) => worker,
+        Err(e) => {
+            println!("start failed: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = worker.run_blocking(Request::Echo("before".into())) {
+        println!("before: {e}");
+    }
+    use_up_descriptors();
+    match worker.run_blocking(Request::Echo("x".repeat(1 << 20))) {
+        Ok(response) => println!("large: answered {} bytes", format!("{response:?}").len()),
+        Err(e) => println!("large: {e}"),
+    }
+    match worker.run_blocking(Request::Echo("after".into())) {
+        Ok(response) => println!("after: {response:?}"),
+        Err(e) => println!("after: {e}"),
+    }
+}
+
 fn selfspawn() {
     let worker = match Worker::<Request, Response>::start_blocking(WORKER) {
         Ok(worker) => worker,

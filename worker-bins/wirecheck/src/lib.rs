@@ -19,7 +19,8 @@ pub struct Job {
     pub level: u32,
 }
 
-/// A number whose serde code refuses some values: 13 does not encode, 7 does not decode.
+/// A number whose serde code refuses some values: 13 does not encode, 66 panics as it encodes,
+/// 7 does not decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Picky(pub u32);
 
@@ -27,6 +28,9 @@ impl Serialize for Picky {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         if self.0 == 13 {
             return Err(serde::ser::Error::custom("13 is unlucky"));
+        }
+        if self.0 == 66 {
+            panic!("66 is cursed");
         }
         serializer.serialize_u32(self.0)
     }
