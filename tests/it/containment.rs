@@ -2,7 +2,6 @@
 //! rolling replacement of a pool. Real worker processes; watchdog bounds only, no timing
 //! assertions.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,9 @@ use bincrew::{
 };
 use misbehave::{Request, Response};
 
-use crate::support::{eventually, misbehave, process_alive, start_misbehave, text, worker_bin};
+use crate::support::{
+    eventually, misbehave, process_alive, start_misbehave, text, worker_bin, AppRun,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -36,19 +37,8 @@ fn crash_report(result: Result<Response, RunError>) -> Arc<bincrew::WorkerCrashE
 /// names the limit and the mechanism, the app's resident memory is unchanged and it goes on.
 #[test]
 fn a_256_mib_limit_stops_a_worker_that_allocates_without_end_and_the_app_is_unchanged() {
-    let out = Command::new(worker_bin("misbehave"))
-        .arg("memory-limit")
-        .output()
-        .expect("runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = |key: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_else(|| panic!("no `{key}` in:\n{stdout}"))
-            .trim()
-            .to_owned()
-    };
+    let run = AppRun::of("memory-limit");
+    let (stdout, line) = (&run.stdout, |key: &str| run.value(key));
     let mechanism = line("mechanism ");
     assert!(
         mechanism == "Some(Cgroup)" || mechanism == "Some(Watch)",
@@ -285,19 +275,8 @@ fn what_a_handler_started_dies_with_its_worker_killed_or_crashed() {
 
 #[test]
 fn workers_start_with_core_dumps_off_unless_asked() {
-    let out = Command::new(worker_bin("misbehave"))
-        .arg("core-limits")
-        .output()
-        .expect("runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let value = |key: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_else(|| panic!("no `{key}` in:\n{stdout}"))
-            .trim()
-            .to_owned()
-    };
+    let run = AppRun::of("core-limits");
+    let (stdout, value) = (&run.stdout, |key: &str| run.value(key));
     let app = value("app ");
     assert_eq!(value("default "), "0", "{stdout}");
     assert_eq!(value("allowed "), app, "{stdout}");

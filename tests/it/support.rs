@@ -137,3 +137,35 @@ pub fn kill_app_and_see_its_worker_exit(args: &[&str]) {
     app.wait().expect("reaped");
     eventually("the orphaned worker exits", || !process_alive(pid));
 }
+
+/// What an app of its own, `misbehave <command>`, printed and how it exited: for tests that
+/// must not change this process (its memory, its descriptors).
+pub struct AppRun {
+    /// Its exit status and output.
+    pub out: std::process::Output,
+    /// Its stdout, as text.
+    pub stdout: String,
+}
+
+impl AppRun {
+    /// Runs `misbehave <command>` to its end.
+    pub fn of(command: &str) -> AppRun {
+        let out = Command::new(worker_bin("misbehave"))
+            .arg(command)
+            .output()
+            .expect("runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        AppRun { out, stdout }
+    }
+
+    /// The rest of the first line that starts with `key`, trimmed; panics showing the output
+    /// when no line does.
+    pub fn value(&self, key: &str) -> String {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no `{key}` in:\n{}", self.stdout))
+            .trim()
+            .to_owned()
+    }
+}

@@ -591,24 +591,13 @@ fn a_large_answer_with_no_descriptor_left_fails_alone_and_the_worker_serves_on()
 #[cfg(target_os = "linux")]
 #[test]
 fn a_large_request_with_no_descriptor_left_fails_alone_and_the_app_runs_on() {
-    let out = std::process::Command::new(worker_bin("misbehave"))
-        .arg("no-descriptors")
-        .output()
-        .expect("runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = |key: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_else(|| panic!("no `{key}` in:\n{stdout}"))
-            .to_owned()
-    };
-    let large = line("large: ");
+    let run = crate::support::AppRun::of("no-descriptors");
+    let large = run.value("large: ");
     assert!(
         large.contains("cannot encode")
             && large.contains("no file descriptor or address space left"),
         "{large}"
     );
-    assert_eq!(line("after: "), "Text(\"after\")", "{stdout}");
-    assert!(out.status.success(), "{out:?}");
+    assert_eq!(run.value("after: "), "Text(\"after\")", "{}", run.stdout);
+    assert!(run.out.status.success(), "{:?}", run.out);
 }
