@@ -169,6 +169,7 @@ impl<I: IpcValue, O: IpcValue> Connection<I, O> {
         settings: Settings,
     ) -> Arc<Self> {
         let exit = process.exit_fd();
+        transport::prepare_discard();
         Arc::new_cyclic(|this| Connection {
             process,
             requests: Lane::new(settings.max_batch, channels.request_socket),

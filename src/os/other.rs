@@ -97,7 +97,7 @@ pub(crate) fn drain(
 /// Maps a received shared buffer's pages on first use, as usual.
 pub(crate) fn prefault(_memory: &mut [u8]) {}
 
-/// Whether this process can open two more descriptors now: not known here, so yes.
-pub(crate) fn spare_descriptors() -> bool {
+/// Whether this process can open `n` more descriptors now: not known here, so yes.
+pub(crate) fn spare_descriptors(_n: usize) -> bool {
     true
 }

@@ -304,23 +304,42 @@ pub(crate) fn prefault(memory: &mut [u8]) {
     let _ = memory;
 }
 
-/// Whether this process can open two more descriptors now: what putting new shared memory into
-/// a message takes (the memory's own, and the duplicate `ipc-channel` sends). `ipc-channel`
+/// Whether this process can open `n` (1 or 2) more descriptors now: what putting shared memory
+/// into a message takes (new memory's own, and the duplicate `ipc-channel` sends). `ipc-channel`
 /// panics where it finds none, so senders ask first (the answer may change at once: the panic
-/// is still caught, but then the app's panic hook has printed it).
-pub(crate) fn spare_descriptors() -> bool {
-    let mut fds = [0; 2];
-    // SAFETY: pipe writes two descriptors into `fds` when it returns 0; both are closed here.
-    unsafe {
+/// is still caught, but then the app's panic hook has printed it). Only running out
+/// (`EMFILE`, `ENFILE`) counts as no.
+pub(crate) fn spare_descriptors(n: usize) -> bool {
+    let mut fds: [libc::c_int; 2] = [-1, -1];
+    // SAFETY: eventfd returns a new descriptor or -1; pipe2 and pipe write two descriptors into
+    // `fds` when they return 0. Whatever was made is closed below.
+    let made = unsafe {
         #[cfg(any(target_os = "linux", target_os = "android"))]
-        let made = libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC);
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        let made = libc::pipe(fds.as_mut_ptr());
-        if made != 0 {
-            return false;
+        if n <= 1 {
+            fds[0] = libc::eventfd(0, libc::EFD_CLOEXEC);
+            if fds[0] >= 0 {
+                0
+            } else {
+                -1
+            }
+        } else {
+            libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC)
         }
-        libc::close(fds[0]);
-        libc::close(fds[1]);
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let _ = n;
+            libc::pipe(fds.as_mut_ptr())
+        }
+    };
+    if made != 0 {
+        let error = std::io::Error::last_os_error().raw_os_error();
+        return !matches!(error, Some(libc::EMFILE | libc::ENFILE));
+    }
+    for fd in fds {
+        if fd >= 0 {
+            // SAFETY: a descriptor made above, closed once.
+            unsafe { libc::close(fd) };
+        }
     }
     true
 }

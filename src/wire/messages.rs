@@ -226,7 +226,15 @@ fn write_payload<T: Serialize + ?Sized + 'static>(
         }),
         Err(panic) => {
             out.truncate(start);
-            Err(format!("encoding it panicked: {panic}"))
+            // `ipc-channel` panics on shared memory inside when no descriptor is left: say so.
+            Err(if crate::os::spare_descriptors(1) {
+                format!("encoding it panicked: {panic}")
+            } else {
+                format!(
+                    "encoding it panicked ({}): {panic}",
+                    super::transport::NO_SHARING
+                )
+            })
         }
     }
 }

@@ -73,7 +73,8 @@ impl Mapped {
     /// A new, zeroed region of `len` bytes; `None` when shared memory cannot be made
     /// (`ipc-channel` panics then: out of descriptors or memory).
     fn new(len: usize) -> Option<Mapped> {
-        if !crate::os::spare_descriptors() {
+        // Its own descriptor, and the duplicate that announces it.
+        if !crate::os::spare_descriptors(2) {
             return None;
         }
         // Quietly: in a worker, the panic hook would take it for the handler's panic.
@@ -214,6 +215,11 @@ impl Claim<'_> {
             outgoing.next = 0;
         }
         let mapped = outgoing.mapped.as_ref()?;
+        // A frame that announces the region makes `ipc-channel` duplicate its descriptor: with
+        // none to spare, the frame goes through the socket instead.
+        if !outgoing.announced && !crate::os::spare_descriptors(1) {
+            return None;
+        }
         let room = mapped.len - HEADER;
         // After the last frame, or from the start when it would run past the end.
         let offset = match outgoing.next.checked_add(len) {

@@ -212,10 +212,21 @@ pub(crate) fn take_encode_failures() -> Vec<(u64, String)> {
 
 impl<T: Body + ?Sized> Serialize for FramedRef<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let direct = self.0.direct_len();
+        let mut direct = self.0.direct_len();
         if let (Some(claim), Some(len)) = (self.1, direct.filter(|&len| len >= region::MIN_BODY)) {
-            if let Some(at) = claim.place(len, |data| emit_into(self.0, data)) {
+            let mut emitted = None;
+            let placing = claim.place(len, |data| {
+                let ok = emit_into(self.0, data);
+                emitted = Some(ok);
+                ok
+            });
+            if let Some(at) = placing {
                 return placed(serializer, claim, at, len);
+            }
+            // The body did not come out as measured (and the measure is used up): it is written
+            // the slow way, item by item, below.
+            if emitted == Some(false) {
+                direct = None;
             }
         }
         if let Some(len) = direct.filter(|&len| len <= inline_max()) {
@@ -254,7 +265,8 @@ impl<T: Body + ?Sized> Serialize for FramedRef<'_, T> {
                 tuple.serialize_element(&INLINE)?;
                 tuple.serialize_element(&Bytes(&bytes))?;
             } else {
-                let memory = crate::os::spare_descriptors()
+                // Its own descriptor, and the duplicate the message carries.
+                let memory = crate::os::spare_descriptors(2)
                     .then(|| quietly(|| IpcSharedMemory::from_bytes(&bytes)))
                     .flatten();
                 let Some(memory) = memory else {
@@ -276,16 +288,16 @@ impl<T: Body + ?Sized> Serialize for FramedRef<'_, T> {
 }
 
 /// Why shared memory could not go into a message.
-const NO_SHARING: &str = "this process has no file descriptor or address space left";
+pub(crate) const NO_SHARING: &str = "this process has no file descriptor or address space left";
 
 /// Puts shared memory into the message being encoded. `ipc-channel` duplicates and maps it for
 /// the message, and panics when it cannot (no descriptor or address space left): that becomes
-/// an error of this message, which then fails alone, instead of a panic in the sending thread.
+/// an error of this message instead of a panic in the sending thread.
 fn serialize_memory<T: SerializeTuple>(
     tuple: &mut T,
     memory: &IpcSharedMemory,
 ) -> Result<(), T::Error> {
-    let sent = crate::os::spare_descriptors()
+    let sent = crate::os::spare_descriptors(1)
         .then(|| quietly(|| tuple.serialize_element(memory)))
         .flatten();
     sent.unwrap_or_else(|| {
@@ -582,25 +594,35 @@ impl Sent {
 /// Sends the channels and shared memory collected by a failed encoding on this thread to a
 /// channel of its own and drops them there.
 pub(crate) fn discard_collected() {
-    use std::cell::RefCell;
-    type Sink = (
-        ipc_channel::ipc::IpcSender<()>,
-        ipc_channel::ipc::IpcReceiver<()>,
-    );
-    thread_local! {
-        static SINK: RefCell<Option<Sink>> = const { RefCell::new(None) };
-    }
-    SINK.with(|sink| {
-        let mut sink = sink.borrow_mut();
-        if sink.is_none() {
-            *sink = ipc_channel::ipc::channel().ok();
-        }
-        if let Some((tx, rx)) = sink.as_ref() {
-            if tx.send(()).is_ok() {
-                let _ = rx.recv();
+    if let Some(sink) = discard_sink() {
+        // Under the lock, this message is the one `recv` takes.
+        let sink = crate::sync::lock(sink);
+        quietly(|| {
+            if sink.0.send(()).is_ok() {
+                let _ = sink.1.recv();
             }
-        }
-    });
+        });
+    }
+}
+
+/// The process's channel for [`discard_collected`]. Made by [`prepare_discard`] when a
+/// connection is set up, because an encoding fails most often when no descriptor is left to
+/// make it then.
+fn discard_sink() -> Option<&'static std::sync::Mutex<DiscardSink>> {
+    static SINK: std::sync::OnceLock<Option<std::sync::Mutex<DiscardSink>>> =
+        std::sync::OnceLock::new();
+    SINK.get_or_init(|| ipc_channel::ipc::channel().ok().map(std::sync::Mutex::new))
+        .as_ref()
+}
+
+type DiscardSink = (
+    ipc_channel::ipc::IpcSender<()>,
+    ipc_channel::ipc::IpcReceiver<()>,
+);
+
+/// Makes the channel [`discard_collected`] needs, once per process.
+pub(crate) fn prepare_discard() {
+    let _ = discard_sink();
 }
 
 /// One of bincrew's own channel ends, by descriptor: checked to be a sequenced-packet socket

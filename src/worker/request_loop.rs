@@ -174,6 +174,7 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
     thread::yield_now();
     let answers = connection.to_opaque();
     install_panic_hook(answers.clone());
+    transport::prepare_discard();
     transport::allow_probing();
     // Where the platform allows, the control thread also notices requests that wait while no
     // handler thread reads, so a thread that reads a request can run it without first waking

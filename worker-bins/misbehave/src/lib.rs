@@ -28,6 +28,13 @@ pub const WORKER: &str = "misbehave";
 pub enum Request {
     /// Answer with the text.
     Echo(String),
+    /// Answer with the text; the channel only travels with it.
+    EchoWithChannel {
+        /// The answer.
+        text: String,
+        /// Carried, unused.
+        channel: IpcSender<u32>,
+    },
     /// Answer only once a `Release` with the same key has arrived.
     WaitFor(String),
     /// Release the `WaitFor` requests with this key, and answer with it.

@@ -34,7 +34,7 @@ fn handle(args: RequestArgs<Request>) -> Response {
     let cancel = args.cancel_token();
     let answer_messages = args.answer_messages_sent();
     match args.request {
-        Request::Echo(text) => Response::Text(text),
+        Request::Echo(text) | Request::EchoWithChannel { text, .. } => Response::Text(text),
         Request::WaitFor(key) => {
             wait_for(&key);
             Response::Text(key)
@@ -502,10 +502,9 @@ fn core_limits() {
     }
 }
 
-/// An app that starts itself as its worker, runs requests in parallel and shuts down.
 /// An app that uses up its descriptors (see `use_up_descriptors`) once its worker serves, then
-/// sends a request of 1 MiB, too large for the socket, and a small one; prints `large: ` and
-/// `after: ` with what each got.
+/// sends a request of 1 MiB, too large for the socket, the same with a channel inside, and a
+/// small one; prints `large: `, `large-with-channel: ` and `after: ` with what each got.
 fn no_descriptors() {
     let worker = match Worker::<Request, Response>::start_blocking(WORKER) {
         Ok(worker) => worker,
@@ -517,10 +516,30 @@ fn no_descriptors() {
     if let Err(e) = worker.run_blocking(Request::Echo("before".into())) {
         println!("before: {e}");
     }
+    let (channel, _receiver) = match bincrew::channel::<u32>() {
+        Ok(pair) => pair,
+        Err(e) => {
+            println!("channel failed: {e}");
+            std::process::exit(1);
+        }
+    };
     use_up_descriptors();
     match worker.run_blocking(Request::Echo("x".repeat(1 << 20))) {
         Ok(response) => println!("large: answered {} bytes", format!("{response:?}").len()),
         Err(e) => println!("large: {e}"),
+    }
+    // The channel is taken into the message as it is encoded, before the message fails: it
+    // must not ride along with the next one.
+    let with_channel = Request::EchoWithChannel {
+        text: "x".repeat(1 << 20),
+        channel,
+    };
+    match worker.run_blocking(with_channel) {
+        Ok(response) => println!(
+            "large-with-channel: answered {} bytes",
+            format!("{response:?}").len()
+        ),
+        Err(e) => println!("large-with-channel: {e}"),
     }
     match worker.run_blocking(Request::Echo("after".into())) {
         Ok(response) => println!("after: {response:?}"),
@@ -528,6 +547,7 @@ fn no_descriptors() {
     }
 }
 
+/// An app that starts itself as its worker, runs requests in parallel and shuts down.
 fn selfspawn() {
     let worker = match Worker::<Request, Response>::start_blocking(WORKER) {
         Ok(worker) => worker,
