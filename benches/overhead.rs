@@ -49,7 +49,8 @@
 //!
 //! Each case measures both sides in the same run, interleaved (raw, bincrew, raw, …, with the
 //! order rotated every run) so that a slow moment of the machine hits both; each side is warmed
-//! up once, and the tables show the median of several runs. Every child is killed and reaped when
+//! up once, and the tables show the median of several runs. Start, which takes about a
+//! millisecond, alternates the two sides start by start within each run. Every child is killed and reaped when
 //! its case ends, and a watchdog ends the benchmark if it ever hangs. The "other load" column
 //! tells when other processes got in the way.
 //!
@@ -502,37 +503,56 @@ impl Bench<'_> {
 /// server, the spawn, `accept` on a thread of its own (it has no timeout, and a child that dies
 /// before connecting must not hang the app), and the child's request sender. bincrew adds its
 /// handshake, the stderr pipe, and the threads it starts once per process (the first time).
+///
+/// A start takes about a millisecond, and this machine has slow spells of tens of
+/// milliseconds: so that a spell slows both sides alike, the two sides alternate start by start
+/// within each run (in turn first), instead of run by run as in the other cases.
 fn bench_start(bench: &Bench) -> Row {
+    let raw = || {
+        let began = Instant::now();
+        let peer = bench.peer();
+        let took = began.elapsed();
+        drop(peer);
+        took
+    };
+    let bincrew = || {
+        let threads = app_threads();
+        let began = Instant::now();
+        let worker: Worker<String, String> = bench.worker(ECHO);
+        let took = began.elapsed();
+        let pid = worker.id();
+        drop(worker);
+        // `Drop` kills without waiting, a reaper thread reaps, and the worker's reader thread
+        // ends once it has read the end of the channel; wait for both untimed, as the raw
+        // side's `Drop` waits for its child, so that one start's end does not land in the
+        // next start's time.
+        wait_gone(pid);
+        wait_threads(threads);
+        took
+    };
+    // Warm-up, once each.
+    raw();
+    bincrew();
     let starts = bench.plan.starts;
-    let mut raw = || {
-        let mut total = Duration::ZERO;
-        for _ in 0..starts {
-            let began = Instant::now();
-            let peer = bench.peer();
-            total += began.elapsed();
-            drop(peer);
+    let (mut raw_runs, mut bincrew_runs) = (Vec::new(), Vec::new());
+    for run in 0..bench.plan.runs {
+        if let Some(settle) = bench.placement.settle {
+            thread::sleep(settle);
         }
-        total.as_secs_f64() / starts as f64
-    };
-    let mut bincrew = || {
-        let mut total = Duration::ZERO;
-        for _ in 0..starts {
-            let threads = app_threads();
-            let began = Instant::now();
-            let worker: Worker<String, String> = bench.worker(ECHO);
-            total += began.elapsed();
-            let pid = worker.id();
-            drop(worker);
-            // `Drop` kills without waiting, a reaper thread reaps, and the worker's reader thread
-            // ends once it has read the end of the channel; wait for both untimed, as the raw
-            // side's `Drop` waits for its child, so that one start's end does not land in the
-            // next start's time.
-            wait_gone(pid);
-            wait_threads(threads);
+        let (mut raw_total, mut bincrew_total) = (Duration::ZERO, Duration::ZERO);
+        for i in 0..starts {
+            if (run + i) % 2 == 0 {
+                raw_total += raw();
+                bincrew_total += bincrew();
+            } else {
+                bincrew_total += bincrew();
+                raw_total += raw();
+            }
         }
-        total.as_secs_f64() / starts as f64
-    };
-    let [raw, bincrew] = bench.interleave([&mut raw, &mut bincrew]);
+        raw_runs.push(raw_total.as_secs_f64() / starts as f64);
+        bincrew_runs.push(bincrew_total.as_secs_f64() / starts as f64);
+    }
+    let (raw, bincrew) = (raw_runs, bincrew_runs);
     // Both kinds of children, once more, to check where their threads ran.
     let peer = bench.peer();
     echo_raw(&peer);
