@@ -77,6 +77,9 @@ use serde::{Deserialize, Serialize};
 // A `Vec<u8>` is encoded element by element; a `ByteBuf` as one slice, on both sides.
 use serde_bytes::ByteBuf;
 
+/// How many chunks [`Bench::interleave_chunks`] cuts each side's run into.
+const CHUNKS: usize = 20;
+
 /// Makes this executable a raw ipc-channel peer; the value is the one-shot server's name.
 const RAW_SERVER_ENV: &str = "BINCREW_BENCH_RAW_SERVER";
 /// Makes a child of the benchmark pin itself, before it starts any thread, to the CPUs listed
@@ -483,6 +486,53 @@ impl Bench<'_> {
         samples
     }
 
+    /// Like [`interleave`](Self::interleave) for a side that repeats one short operation:
+    /// where the placement pins every thread, each run does `total` operations per side in
+    /// [`CHUNKS`] chunks, the sides taking turns chunk by chunk (the order rotated every chunk),
+    /// so that a slow spell of the machine slows every side alike. In the `free` placement each
+    /// side's run is one chunk after the placement's pause, as in `interleave`: there a chunk
+    /// that follows another side's would start with its CPUs awake, which decides how fast a
+    /// round trip goes, differently for each side. `side(k)` runs `k` operations and returns
+    /// how long they took. Returns each side's time per operation, run by run.
+    fn interleave_chunks<const N: usize>(
+        &self,
+        sides: [&mut dyn FnMut(usize) -> Duration; N],
+        total: usize,
+    ) -> [Vec<f64>; N] {
+        let mut sides = sides;
+        let chunk = match self.placement.settle {
+            Some(_) => total.max(1),
+            None => total.div_ceil(CHUNKS).max(1),
+        };
+        for side in sides.iter_mut() {
+            side(chunk.min(total.div_ceil(CHUNKS).max(1)));
+        }
+        let runs = self.plan.runs;
+        let mut samples: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(runs));
+        for run in 0..runs {
+            let mut took = [Duration::ZERO; N];
+            let mut done = 0;
+            for c in 0.. {
+                if done >= total {
+                    break;
+                }
+                let k = chunk.min(total - done);
+                for j in 0..N {
+                    let i = (run + c + j) % N;
+                    if let Some(settle) = self.placement.settle {
+                        thread::sleep(settle);
+                    }
+                    took[i] += sides[i](k);
+                }
+                done += k;
+            }
+            for i in 0..N {
+                samples[i].push(took[i].as_secs_f64() / total as f64);
+            }
+        }
+        samples
+    }
+
     /// Fails unless every thread of the app and of each child runs where the placement says.
     fn check(&self, children: &[u32]) {
         let app = affinity::check(std::process::id(), &self.placement.app);
@@ -570,32 +620,33 @@ fn bench_round_trip(bench: &Bench) -> Vec<Row> {
     let n = bench.plan.round_trips;
     let peer = bench.peer();
     let worker: Worker<String, String> = bench.worker(ECHO);
-    let mut raw = || {
+    let mut raw = |k: usize| {
         let began = Instant::now();
-        for _ in 0..n {
+        for _ in 0..k {
             echo_raw(&peer);
         }
-        began.elapsed().as_secs_f64() / n as f64
+        began.elapsed()
     };
-    let mut blocking = || {
+    let mut blocking = |k: usize| {
         let began = Instant::now();
-        for _ in 0..n {
+        for _ in 0..k {
             echo(&worker);
         }
-        began.elapsed().as_secs_f64() / n as f64
+        began.elapsed()
     };
-    let mut future = || {
+    let mut future = |k: usize| {
         let began = Instant::now();
-        for _ in 0..n {
+        for _ in 0..k {
             let answer = ok(
                 futures::executor::block_on(worker.run(MESSAGE.to_owned())),
                 "`echo`",
             );
             assert_eq!(answer, MESSAGE, "`echo` answered something else");
         }
-        began.elapsed().as_secs_f64() / n as f64
+        began.elapsed()
     };
-    let [raw, blocking, future] = bench.interleave([&mut raw, &mut blocking, &mut future]);
+    let [raw, blocking, future] =
+        bench.interleave_chunks([&mut raw, &mut blocking, &mut future], n);
     bench.check(&[peer.id(), worker.id()]);
     vec![
         Row::time(
