@@ -291,12 +291,5 @@ pub mod __private {
                 Err(_) => false,
             }
         }
-
-        /// The raw-bytes view used for the hello, which must accept anything.
-        pub fn raw(bytes: &[u8]) -> bool {
-            IpcMessage::from_data(bytes.to_vec())
-                .to::<crate::wire::hello::RawBytes>()
-                .is_ok_and(|raw| raw.0 == bytes)
-        }
     }
 }

@@ -273,12 +273,6 @@ fn main() {
     let bytes = hello(&uninit);
     w.seed("hello", "not-initialized", &bytes, fuzz::hello(&bytes));
 
-    // raw: any bytes; a hello, binary, empty.
-    w.seed("raw", "hello", &ready_hello, fuzz::raw(&ready_hello));
-    let binary: Vec<u8> = (0..=255).collect();
-    w.seed("raw", "binary", &binary, fuzz::raw(&binary));
-    w.seed("raw", "empty", b"", fuzz::raw(b""));
-
     // greeting: a hello alone (a failure, or an older worker), and one with its `ready=` line cut
     // right after it (the app then reads `Ready` as a message of its own). A `Ready` after the
     // line would hit the known channel-index panic without channels, like the `ready` seeds.

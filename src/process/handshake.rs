@@ -8,7 +8,7 @@ use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender, OpaqueIpcReceiv
 
 use crate::build::BuildInfo;
 use crate::error::{list_or_none, ExitInfo, StartError, TypeSide, VersionMismatch};
-use crate::wire::hello::{Greeting, Hello, RawBytes, Status};
+use crate::wire::hello::{Greeting, Hello, Status};
 use crate::wire::messages::Ready;
 use crate::wire::shape;
 
@@ -332,11 +332,13 @@ impl Handshake<'_> {
     /// timeout.)
     fn taken(&self, events: &mpsc::Receiver<Event>) -> bool {
         self.probed.set(true);
-        match IpcSender::<RawBytes>::connect(self.server_name.to_owned()) {
+        match IpcSender::<Greeting>::connect(self.server_name.to_owned()) {
             // Dropped at once: once it has delivered its message, the accept thread's wait for
             // `Ready` on it ends too.
             Ok(probe) => {
-                let _ = probe.send(RawBytes(b"bincrew: the connect deadline passed".to_vec()));
+                let _ = probe.send(Greeting::bare(
+                    b"bincrew: the connect deadline passed".to_vec(),
+                ));
             }
             // The server is closed: the accept thread got past reading a first message.
             Err(_) => return false,

@@ -44,7 +44,7 @@ use crate::env::{
     APP_PID_ENV, CPU_LIMIT_ENV, PARALLELISM_ENV, SERVER_ENV, TIMEOUT_ENV, TOKEN_ENV, WORKER_ENV,
 };
 use crate::error::StartError;
-use crate::wire::hello::{Greeting, Hello, RawBytes};
+use crate::wire::hello::{Greeting, Hello};
 
 mod child;
 mod handshake;
@@ -259,8 +259,8 @@ fn start_process(spec: &Spec) -> Result<Started, StartError> {
             // already accepted, this connect fails, and the killed process unblocks its recv.
             // At the deadline `taken` already connected.
             if !probed {
-                if let Ok(unblock) = IpcSender::<RawBytes>::connect(server_name) {
-                    let _ = unblock.send(RawBytes::default());
+                if let Ok(unblock) = IpcSender::<Greeting>::connect(server_name) {
+                    let _ = unblock.send(Greeting::bare(Vec::new()));
                 }
             }
             Err(err)

@@ -24,45 +24,6 @@ use crate::build::BuildInfo;
 /// worker (see `process::looks_like_worker`).
 pub(crate) const MAGIC: &[u8] = b"bincrew-worker-hello/1\n";
 
-/// Bytes that travel through `ipc-channel` exactly as they are.
-///
-/// They are serialized as a tuple of `u8`: postcard and bincode alike write a tuple without a
-/// length and a `u8` as one byte, so the message is these bytes and nothing else, whatever the
-/// encoder. Decoding reads bytes until the input ends.
-#[derive(Debug, Default)]
-pub(crate) struct RawBytes(pub(crate) Vec<u8>);
-
-impl Serialize for RawBytes {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut tuple = serializer.serialize_tuple(self.0.len())?;
-        for byte in &self.0 {
-            tuple.serialize_element(byte)?;
-        }
-        tuple.end()
-    }
-}
-
-impl<'de> Deserialize<'de> for RawBytes {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct RawVisitor;
-        impl<'de> Visitor<'de> for RawVisitor {
-            type Value = RawBytes;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("raw bytes")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawBytes, A::Error> {
-                let mut bytes = Vec::new();
-                // The end of the input shows up as an error from the decoder: it ends the bytes.
-                while let Ok(Some(byte)) = seq.next_element::<u8>() {
-                    bytes.push(byte);
-                }
-                Ok(RawBytes(bytes))
-            }
-        }
-        deserializer.deserialize_tuple(usize::MAX, RawVisitor)
-    }
-}
-
 /// The last line of a hello that carries `Ready` (after a newline, as every line starts).
 const READY_LINE: &[u8] = b"\nready=";
 
@@ -70,12 +31,28 @@ const READY_LINE: &[u8] = b"\nready=";
 /// module's docs). A first message without `Ready` (a hello that reports a failure, or one from
 /// a worker of protocol 3 or older, which sends `Ready` as a message of its own) decodes with
 /// `ready: None`.
+///
+/// It is serialized as a tuple of `u8` (then `Ready`): postcard writes a tuple without a length
+/// and a `u8` as one byte, so a greeting without `Ready` is its bytes and nothing else, whatever
+/// they are. Decoding reads bytes until the input ends (or a `ready=` line).
 pub(crate) struct Greeting {
     pub(crate) hello: Vec<u8>,
     pub(crate) ready: Option<crate::wire::messages::Ready>,
     /// Received only: why what follows a `ready=` line is not a `Ready` (only a broken worker
     /// writes that line without one).
     pub(crate) ready_error: Option<String>,
+}
+
+impl Greeting {
+    /// A first message of these bytes alone: a hello without `Ready`, or what the app sends to
+    /// its own one-shot server to end a wait.
+    pub(crate) fn bare(bytes: Vec<u8>) -> Greeting {
+        Greeting {
+            hello: bytes,
+            ready: None,
+            ready_error: None,
+        }
+    }
 }
 
 impl Serialize for Greeting {
@@ -357,11 +334,12 @@ mod tests {
     }
 
     #[test]
-    fn raw_bytes_are_sent_verbatim() {
-        let bytes = postcard::to_stdvec(&RawBytes(b"abc\0\xff".to_vec())).expect("encodes");
+    fn bare_bytes_are_sent_verbatim() {
+        let bytes = postcard::to_stdvec(&Greeting::bare(b"abc\0\xff".to_vec())).expect("encodes");
         assert_eq!(bytes, b"abc\0\xff");
-        let back: RawBytes = postcard::from_bytes(&bytes).expect("decodes");
-        assert_eq!(back.0, b"abc\0\xff");
+        let back: Greeting = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(back.hello, b"abc\0\xff");
+        assert!(back.ready.is_none() && back.ready_error.is_none());
     }
 
     #[test]

@@ -30,7 +30,7 @@ use super::outbox::{Deadline, Outbox, MAX_BATCH};
 use super::RequestArgs;
 use crate::os::socket::Watch;
 use crate::sync::lock;
-use crate::wire::hello::{Greeting, Hello, RawBytes};
+use crate::wire::hello::{Greeting, Hello};
 use crate::wire::messages::{recv_guarded, Answer, Control, Job, Ready, ToAppRef};
 use crate::wire::region::{with_incoming, Incoming, Region};
 use crate::wire::shape;
@@ -125,7 +125,7 @@ pub(crate) type Handler<I, O> = Arc<dyn Fn(RequestArgs<I>) -> O + Send + Sync>;
 
 /// What a worker needs once its process knows it serves it.
 pub(super) struct Session {
-    pub(super) connection: IpcSender<RawBytes>,
+    pub(super) connection: IpcSender<Greeting>,
     pub(super) hello: Hello,
     pub(super) parallelism: usize,
     pub(super) queue_limit: QueueLimit,
@@ -162,7 +162,6 @@ pub(super) fn serve<I: IpcValue, O: IpcValue>(session: Session, handler: Handler
         }),
         ready_error: None,
     };
-    let connection: IpcSender<Greeting> = connection.to_opaque().to();
     if let Err(e) = connection.send(greeting) {
         exit_with(
             EXIT_CANNOT_SERVE,

@@ -21,7 +21,7 @@ use super::request_loop::{serve, Handler, QueueLimit, Session};
 use super::RequestArgs;
 use crate::build::build_info;
 use crate::env::WorkerEnv;
-use crate::wire::hello::{Hello, RawBytes, Status};
+use crate::wire::hello::{Greeting, Hello, Status};
 use crate::IpcValue;
 
 /// Identifies executables that serve workers (see `process::looks_like_worker`).
@@ -240,7 +240,7 @@ impl Workers {
             }
         }
         let served = self.names();
-        let connection = match IpcSender::<RawBytes>::connect(env.server.clone()) {
+        let connection = match IpcSender::<Greeting>::connect(env.server.clone()) {
             Ok(connection) => connection,
             Err(e) => exit_with(
                 EXIT_CANNOT_SERVE,
@@ -278,7 +278,7 @@ impl Workers {
         };
         if let Some((status, message)) = status {
             hello.status = status;
-            let _ = connection.send(RawBytes(hello.encode()));
+            let _ = connection.send(Greeting::bare(hello.encode()));
             exit_with(EXIT_CANNOT_SERVE, &message);
         }
         let parallelism = env
